@@ -1,0 +1,240 @@
+"""Checkpoint: everything hfmem reads about a model, and the snapshot file that carries it.
+
+A Checkpoint is config.json + the other small JSON files (index, quantization config) + every
+safetensors header + the repo's file listing. It is what the Hub reader and the local reader
+produce, what fixtures record, and what `--save-snapshot` writes: one JSON file that `hfmem FILE`
+reads back with no network, so a model's metadata can be carried to an air-gapped machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedFormat
+from .header import Header, header_from_dict
+from .source import SNAPSHOT_FORMAT
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+#: Small JSON files worth reading when present. quantize_config.json is AutoGPTQ's, quant_config.json
+#: AutoAWQ's older name; newer repos put `quantization_config` inside config.json.
+METADATA_FILES = ("config.json", "quantize_config.json", "quant_config.json")
+
+# Formats we recognise in order to say what a repo holds when it has nothing we can read.
+_OTHER_FORMATS = {
+    ".gguf": "GGUF",
+    ".onnx": "ONNX",
+    ".h5": "TensorFlow (.h5)",
+    ".msgpack": "Flax (.msgpack)",
+    ".pth": "PyTorch (.pth)",
+    ".pt": "PyTorch (.pt)",
+    ".ckpt": "checkpoint (.ckpt)",
+    ".mlmodel": "Core ML",
+    ".npz": "NumPy (.npz)",
+}
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """Which files hold the weights: safetensors shards (maybe via an index) or PyTorch .bin files."""
+
+    format: str  # "safetensors" | "pytorch"
+    index_file: str | None
+    files: tuple[str, ...] = ()  # known up front; with an index, known once it is read
+
+
+def plan_weights(listing: Iterable[str]) -> WeightPlan:
+    """Choose the weight files among a repo's top-level files, as transformers would load them.
+
+    >>> plan_weights(["config.json", "model.safetensors"]).files
+    ('model.safetensors',)
+    """
+    names = sorted(n for n in listing if "/" not in n)
+    st = [n for n in names if n.endswith(".safetensors")]
+    st_indexes = [n for n in names if n.endswith(".safetensors.index.json")]
+    if SAFETENSORS_INDEX in names:
+        return WeightPlan("safetensors", SAFETENSORS_INDEX)
+    if "model.safetensors" in st:
+        return WeightPlan("safetensors", None, ("model.safetensors",))
+    if len(st_indexes) == 1:
+        return WeightPlan("safetensors", st_indexes[0])
+    if st:
+        return WeightPlan("safetensors", None, tuple(st))
+    if PYTORCH_INDEX in names:
+        return WeightPlan("pytorch", PYTORCH_INDEX)
+    bins = [n for n in names if n.startswith("pytorch_model") and n.endswith(".bin")]
+    if bins:
+        return WeightPlan("pytorch", None, tuple(bins))
+    raise _nothing_readable(list(listing))
+
+
+def _nothing_readable(listing: list[str]) -> Exception:
+    found: dict[str, int] = {}
+    for n in listing:
+        for ext, label in _OTHER_FORMATS.items():
+            if n.endswith(ext):
+                found[label] = found.get(label, 0) + 1
+    if found:
+        what = ", ".join(f"{count} {label} file{'s' * (count > 1)}" for label, count in found.items())
+        return UnsupportedFormat(
+            f"no safetensors or PyTorch weights; found only {what}, which hfmem cannot read yet"
+        )
+    return NoWeightsFound(f"no weight files (safetensors or PyTorch .bin) among {len(listing)} files")
+
+
+def shards_from_index(index: Any, index_file: str) -> tuple[str, ...]:
+    """The shard files an index's weight_map names, refusing names that leave the repo."""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConfigError(f"{index_file}: no weight_map")
+    shards = set()
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not is_safe_filename(shard):
+            raise ConfigError(f"{index_file}: tensor {tensor!r} maps to an unsafe file name {shard!r}")
+        shards.add(shard)
+    return tuple(sorted(shards))
+
+
+def is_safe_filename(name: str) -> bool:
+    """A plain file name inside the repo: no directory part, no `..`, nothing absolute."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and not name.startswith(".")
+        and ":" not in name
+    )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What was read about one model. Sizes in bytes; `files` maps each listed file to its size."""
+
+    name: str
+    files: Mapping[str, int | None]
+    json_files: Mapping[str, Any]
+    headers: Mapping[str, Header]
+    plan: WeightPlan
+    repo_id: str | None = None
+    revision: str | None = None
+    sha: str | None = None
+    local_path: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config = self.json_files.get("config.json")
+        return config if isinstance(config, dict) else {}
+
+    @property
+    def quantization_config(self) -> dict[str, Any] | None:
+        """`quantization_config` from config.json, else a separate quantize_config.json."""
+        q = self.config.get("quantization_config")
+        if isinstance(q, dict):
+            return q
+        for name in METADATA_FILES[1:]:
+            q = self.json_files.get(name)
+            if isinstance(q, dict):
+                return q
+        return None
+
+    @property
+    def index(self) -> dict[str, Any] | None:
+        index = self.json_files.get(self.plan.index_file) if self.plan.index_file else None
+        return index if isinstance(index, dict) else None
+
+    @property
+    def weight_files(self) -> tuple[str, ...]:
+        if self.plan.files:
+            return self.plan.files
+        return shards_from_index(self.index, self.plan.index_file or "index")
+
+
+def load_config_json(text: str | bytes, name: str) -> Any:
+    """Parse one of a model's JSON files; ConfigError on anything that is not a JSON object."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{name} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} is not a JSON object")
+    return value
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+
+def to_snapshot(cp: Checkpoint) -> dict[str, Any]:
+    """The snapshot JSON of a checkpoint (format `hfmem-snapshot/1`, documented in the README)."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "source": {"repo_id": cp.repo_id, "revision": cp.revision, "path": cp.local_path},
+        "sha": cp.sha,
+        "files": dict(cp.files),
+        "json": dict(cp.json_files),
+        "headers": {
+            name: {"header_size": h.header_bytes, "header": h.to_dict()} for name, h in cp.headers.items()
+        },
+    }
+
+
+def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str]) -> None:
+    """Write a snapshot file (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(to_snapshot(cp), f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a snapshot file back into a Checkpoint, validating every header again."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{path}: not a valid JSON file") from None
+    if not isinstance(raw, dict) or raw.get("format") != SNAPSHOT_FORMAT:
+        raise ConfigError(f"{path}: not an hfmem snapshot (expected \"format\": \"{SNAPSHOT_FORMAT}\")")
+    return checkpoint_from_snapshot(raw, name=str(path), local_path=str(path))
+
+
+def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: str | None) -> Checkpoint:
+    try:
+        source = raw.get("source") or {}
+        files = {str(k): (int(v) if v is not None else None) for k, v in raw["files"].items()}
+        json_files = dict(raw["json"])
+        raw_headers = raw["headers"]
+        headers = {
+            fname: header_from_dict(
+                entry["header"], header_bytes=int(entry["header_size"]), file_bytes=files.get(fname)
+            )
+            for fname, entry in raw_headers.items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{name}: malformed snapshot ({type(e).__name__}: {e})") from None
+    plan = plan_weights(files)
+    cp = Checkpoint(
+        name=source.get("repo_id") or name,
+        files=files,
+        json_files=json_files,
+        headers=headers,
+        plan=plan,
+        repo_id=source.get("repo_id"),
+        revision=source.get("revision"),
+        sha=raw.get("sha"),
+        local_path=local_path,
+    )
+    if plan.format == "safetensors":
+        missing = [f for f in cp.weight_files if f not in headers]
+        if missing:
+            raise EntryNotFound(f"{name}: snapshot lacks the header of {missing[0]}")
+    return cp

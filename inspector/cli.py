@@ -1,0 +1,179 @@
+"""The `hfmem` command: parse, call the library, render. Errors become exit codes in `main()` only.
+
+`hfmem MODEL` runs the default command (`inspect`); `check`, `cache` and `compare` are
+subcommands. Data goes to stdout, warnings and hints to stderr, so `hfmem MODEL --json | jq` works.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import ExitCode, HfmemError
+
+DEFAULT_COMMAND = "inspect"
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group whose first argument, when it is not a subcommand, goes to the default command:
+    `hfmem gpt2 --json` runs `hfmem inspect gpt2 --json`. A subcommand name wins over a path of
+    the same name; write `./check` for a folder called `check`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        passthrough = {*ctx.help_option_names, "--version", "--install-completion", "--show-completion"}
+        if args and args[0] not in self.commands and args[0] not in passthrough:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    name="hfmem",
+    help="Will this model run on my GPUs? Exact parameter counts and memory from a model's metadata, "
+    "without downloading weights.\n\nRun `hfmem MODEL` (the default command, `inspect`) or a subcommand.",
+    no_args_is_help=True,
+    add_completion=True,
+    # Never print local variables in a traceback: a token could be one of them.
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"hfmem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """hfmem: memory needs of Hugging Face models from their metadata."""
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A Hub repo id (org/name, or a bare name such as gpt2), a Hub URL "
+        "(.../tree/<rev>, .../blob/<rev>/<file>.safetensors), a local model directory "
+        "(or a snapshot folder of the HF cache), a .safetensors file, or a snapshot file "
+        "written by --save-snapshot. An existing path on disk wins over a repo id.",
+    ),
+]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option("--revision", help="Branch, tag, commit sha or refs/pr/N (default: the repo's default branch)."),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Hub token for gated or private repos. Prefer the HF_TOKEN environment variable or "
+        "`hf auth login`: a --token value is visible to other users of a shared machine.",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", help="Output format.", case_sensitive=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Shortcut for --format json.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hints on stderr.")]
+
+
+@app.command(DEFAULT_COMMAND)
+def inspect_cmd(
+    model: ModelArg,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_: JsonOpt = False,
+    files: Annotated[bool, typer.Option("--files", help="Also list every weight file.")] = False,
+    save_snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-snapshot",
+            metavar="FILE",
+            help="Also write everything read (config, index, headers, commit sha) to FILE; "
+            "`hfmem FILE` reads it back with no network.",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Count a model's parameters and bytes exactly (the default command)."""
+    from .api import inspect_model
+    from .report import render_json, render_markdown, render_table
+
+    report = inspect_model(model, revision=revision, token=token)
+    if save_snapshot is not None:
+        from .checkpoint import save_snapshot as save
+
+        save(report.checkpoint, save_snapshot)
+        _hint(f"snapshot written to {save_snapshot}", quiet)
+    for warning in report.checkpoint.warnings:
+        _hint(f"warning: {warning}", quiet)
+    if json_ or fmt is OutputFormat.json:
+        sys.stdout.write(render_json(report))
+    elif fmt is OutputFormat.markdown:
+        sys.stdout.write(render_markdown(report, files=files))
+    else:
+        sys.stdout.write(render_table(report, files=files))
+
+
+def _hint(message: str, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, no colour codes unless wanted: plain text honours NO_COLOR trivially.
+    sys.stderr.write(f"hfmem: error: {message.splitlines()[0] if message else 'unknown error'}\n")
+    return code
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this; `main` exits with it)."""
+    command = typer.main.get_command(app)
+    try:
+        # standalone mode: typer reports its own usage errors (exit 2) and help/--version exits.
+        command.main(args=args, prog_name="hfmem", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except HfmemError as e:
+        return _fail(str(e), int(e.exit_code))
+    except KeyboardInterrupt:
+        sys.stderr.write("hfmem: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug: say so, without a traceback full of locals
+        if os.environ.get("HFMEM_DEBUG"):
+            raise
+        return _fail(
+            f"internal error ({type(e).__name__}: {e}); this is a bug in hfmem: please report it "
+            "with the command you ran (HFMEM_DEBUG=1 shows the traceback)",
+            int(ExitCode.INTERNAL),
+        )
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

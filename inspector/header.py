@@ -1,0 +1,227 @@
+"""safetensors header bytes -> a validated tensor table.
+
+The format (https://huggingface.co/docs/safetensors/index#format, and the reference reader
+`safetensors/src/tensor.rs`):
+
+    8 bytes   N, an unsigned little-endian 64-bit integer
+    N bytes   a UTF-8 JSON object: {"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets"}}
+    rest      the byte buffer; data_offsets are [begin, end) relative to its start
+
+The reference reader refuses N > 100_000_000 (MAX_HEADER_SIZE), requires the offsets, sorted, to
+cover the buffer with no hole and no overlap, each `end - begin == prod(shape) * dtype size`, and the
+buffer to end exactly at the end of the file. We apply the same rules, so a header we accept is one
+`safetensors` would load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import HeaderError, UnknownDtype
+
+#: safetensors' MAX_HEADER_SIZE (safetensors/src/tensor.rs).
+MAX_HEADER_BYTES = 100_000_000
+#: The length prefix: one little-endian u64.
+PREFIX_BYTES = 8
+
+#: Bits per element of every dtype the safetensors spec defines (`Dtype::bitsize` in
+#: safetensors/src/tensor.rs since 0.6: F4 and F6 are the OCP Microscaling element types,
+#: F8_E8M0 the MX shared scale). Kept in bits because F4 and F6 are not whole bytes.
+DTYPE_BITS: Mapping[str, int] = {
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a safetensors file: its dtype, shape and byte range in the data buffer."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin_offset: int
+    end_offset: int
+
+    @property
+    def elements(self) -> int:
+        """Number of stored elements: prod(shape), 1 for a scalar."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end_offset - self.begin_offset
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed, validated safetensors header.
+
+    `header_bytes` is N, the JSON's length; `file_bytes` is the whole file's size when known.
+    """
+
+    header_bytes: int
+    tensors: tuple[TensorInfo, ...]
+    metadata: Mapping[str, str] | None = None
+    file_bytes: int | None = None
+
+    @property
+    def data_bytes(self) -> int:
+        """Size of the data buffer: where the last tensor ends."""
+        return self.tensors[-1].end_offset if self.tensors else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The header as JSON, as the file holds it (used by snapshots)."""
+        out: dict[str, Any] = {}
+        if self.metadata is not None:
+            out["__metadata__"] = dict(self.metadata)
+        for t in self.tensors:
+            out[t.name] = {
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "data_offsets": [t.begin_offset, t.end_offset],
+            }
+        return out
+
+
+def read_length_prefix(prefix: bytes) -> int:
+    """Return N from a file's first 8 bytes, refusing what no valid file can hold.
+
+    >>> read_length_prefix(b"\\x10" + b"\\x00" * 7)
+    16
+    """
+    if len(prefix) < PREFIX_BYTES:
+        raise HeaderError(f"file too short: {len(prefix)} bytes, a safetensors file starts with 8")
+    (n,) = struct.unpack("<Q", prefix[:PREFIX_BYTES])
+    if n > MAX_HEADER_BYTES:
+        # Refused before anything is allocated or fetched for it.
+        raise HeaderError(f"header length {n:,} bytes exceeds the spec's limit of {MAX_HEADER_BYTES:,}")
+    if n < 2:
+        raise HeaderError(f"header length {n} is too small to hold a JSON object")
+    return n
+
+
+def parse_header(data: bytes, *, file_bytes: int | None = None, name: str = "file") -> Header:
+    """Parse a safetensors file's beginning (prefix + header; more bytes are ignored).
+
+    `file_bytes` is the whole file's size when known, to check that the header and every tensor lie
+    inside it. Raises HeaderError (with `name` in the message) for anything the spec forbids.
+    """
+    try:
+        n = read_length_prefix(data)
+        if file_bytes is not None and PREFIX_BYTES + n > file_bytes:
+            raise HeaderError(f"header length {n:,} runs past the end of the {file_bytes:,}-byte file")
+        if len(data) < PREFIX_BYTES + n:
+            raise HeaderError(f"truncated: header needs {PREFIX_BYTES + n:,} bytes, got {len(data):,}")
+        raw = decode_header_json(data[PREFIX_BYTES : PREFIX_BYTES + n])
+        return header_from_dict(raw, header_bytes=n, file_bytes=file_bytes)
+    except HeaderError as e:
+        raise type(e)(f"{name}: {e}") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise HeaderError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def decode_header_json(raw: bytes) -> dict[str, Any]:
+    """The header's JSON object; trailing spaces (the spec's 8-byte alignment padding) allowed."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HeaderError("header is not valid UTF-8") from None
+    if not text.startswith("{"):
+        raise HeaderError("header is not a JSON object (does not start with '{')")
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        raise HeaderError("header is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise HeaderError("header is not a JSON object")
+    return obj
+
+
+def _int_list(value: Any, what: str, tensor: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+    ):
+        raise HeaderError(f"tensor {tensor!r}: {what} must be a list of non-negative integers")
+    return value
+
+
+def header_from_dict(
+    raw: Mapping[str, Any], *, header_bytes: int, file_bytes: int | None = None
+) -> Header:
+    """Validate a decoded header and build the tensor table, sorted by offset.
+
+    Raises HeaderError for a field of the wrong type, an unknown dtype, a byte range that does not
+    match shape x dtype size, a hole or overlap between tensors, or data outside the file.
+    """
+    metadata = raw.get("__metadata__")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise HeaderError("__metadata__ must map strings to strings")
+    tensors = []
+    for name, info in raw.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            raise HeaderError(f"tensor {name!r}: entry is not an object")
+        dtype = info.get("dtype")
+        if dtype not in DTYPE_BITS:
+            raise UnknownDtype(f"tensor {name!r}: unknown dtype {dtype!r}")
+        shape = _int_list(info.get("shape"), "shape", name)
+        offsets = _int_list(info.get("data_offsets"), "data_offsets", name)
+        if len(offsets) != 2 or offsets[1] < offsets[0]:
+            raise HeaderError(f"tensor {name!r}: data_offsets must be [begin, end] with end >= begin")
+        bits = math.prod(shape) * DTYPE_BITS[dtype]
+        if bits % 8:
+            raise HeaderError(f"tensor {name!r}: {dtype} x {shape} does not end on a byte boundary")
+        if offsets[1] - offsets[0] != bits // 8:
+            raise HeaderError(
+                f"tensor {name!r}: {dtype} x {shape} needs {bits // 8:,} bytes"
+                f" but data_offsets span {offsets[1] - offsets[0]:,}"
+            )
+        tensors.append(TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1]))
+    tensors.sort(key=lambda t: (t.begin_offset, t.end_offset))
+    # The buffer must be covered with no hole and no overlap (tensor.rs `Metadata::validate`).
+    position = 0
+    for t in tensors:
+        if t.begin_offset != position:
+            kind = "overlaps the previous tensor" if t.begin_offset < position else "leaves a hole"
+            raise HeaderError(f"tensor {t.name!r}: data_offsets {kind} (starts at {t.begin_offset:,}, expected {position:,})")
+        position = t.end_offset
+    if file_bytes is not None and PREFIX_BYTES + header_bytes + position != file_bytes:
+        raise HeaderError(
+            f"tensor data ends at byte {PREFIX_BYTES + header_bytes + position:,}"
+            f" but the file has {file_bytes:,} bytes"
+        )
+    return Header(header_bytes, tuple(tensors), metadata, file_bytes)

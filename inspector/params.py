@@ -1,0 +1,250 @@
+"""Exact parameter counts from tensor tables.
+
+Three numbers, as shared/DESIGN.md defines them:
+- `total_params`: the model's parameters. Packed quantized weights count as the logical weights
+  they hold; quantization scales, zeros and group indices are not parameters; neither are the
+  non-parameter buffers some checkpoints carry (rotary `inv_freq`, GPT-2's causal masks).
+- `stored_elements`: every element in the files (what the Hub's API reports as its count).
+- `weights_bytes`: every byte of tensor data in the files (an index's `metadata.total_size`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .errors import ConfigError
+from .header import DTYPE_BITS, TensorInfo
+
+
+class TensorKind(str, Enum):
+    PARAMETER = "parameter"
+    BUFFER = "buffer"  # non-parameter state saved with the weights
+    QUANT_AUX = "quantization"  # scales, zeros, group indices, quant maps
+
+
+@dataclass(frozen=True)
+class FileCount:
+    """Counts for one weight file."""
+
+    file: str
+    params: int
+    stored_elements: int
+    tensor_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "parameters": self.params,
+            "stored_elements": self.stored_elements,
+            "bytes": self.tensor_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Exact counts over all weight files. `derived` is true when no header could be read and the
+    count was computed from file sizes and the config's dtype (PyTorch .bin checkpoints)."""
+
+    total_params: int
+    by_dtype_params: Mapping[str, int]
+    stored_elements: int
+    stored_by_dtype_elements: Mapping[str, int]
+    weights_bytes: int
+    buffer_elements: int
+    quantization_elements: int
+    files: tuple[FileCount, ...]
+    quant_method: str | None = None
+    derived: bool = False
+    derived_note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total_params,
+            "by_dtype": dict(self.by_dtype_params),
+            "stored_elements": self.stored_elements,
+            "stored_by_dtype": dict(self.stored_by_dtype_elements),
+            "buffers": self.buffer_elements,
+            "quantization_elements": self.quantization_elements,
+            "derived": self.derived,
+        }
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How a quantized checkpoint stores its weights (from its quantization config)."""
+
+    method: str
+    bits: int | None = None
+    bnb_4bit_type: str | None = None  # "nf4" | "fp4"
+
+
+def quant_scheme(qc: Mapping[str, Any] | None) -> QuantScheme | None:
+    """Read the method and bit width from a quantization config (config.json's
+    `quantization_config`, or AutoGPTQ's quantize_config.json which has no `quant_method`)."""
+    if not qc:
+        return None
+    method = str(qc.get("quant_method") or "").lower()
+    if not method and "bits" in qc and "group_size" in qc:
+        method = "gptq"
+    if not method:
+        return None
+    bits = qc.get("bits", qc.get("w_bit"))
+    if method == "bitsandbytes":
+        four = qc.get("load_in_4bit") or qc.get("_load_in_4bit")
+        return QuantScheme(method, 4 if four else 8, str(qc.get("bnb_4bit_quant_type", "fp4")) if four else None)
+    if method == "compressed-tensors":
+        # compressed-tensors: config_groups.<group>.weights.num_bits (4 for packed int4 "W4A16")
+        for group in (qc.get("config_groups") or {}).values():
+            weights = (group or {}).get("weights") or {}
+            if isinstance(weights.get("num_bits"), int):
+                bits = weights["num_bits"]
+                break
+    if bits is not None and (not isinstance(bits, int) or not 1 <= bits <= 32):
+        raise ConfigError(f"quantization config: bits must be an integer from 1 to 32, got {bits!r}")
+    return QuantScheme(method, bits)
+
+
+# Rotary caches, GPT-2/GPT-J/GPT-NeoX causal masks, BERT-style position ids: state_dict buffers
+# that older transformers versions saved with the weights.
+_BUFFER_SUFFIXES = (".inv_freq", ".masked_bias", ".position_ids", "._float_tensor")
+_MASK_NAMES = re.compile(r"(^|\.)(attn|attention)\.bias$")
+_QUANT_AUX_SUFFIXES = {
+    "gptq": (".qzeros", ".scales", ".g_idx"),
+    "awq": (".qzeros", ".scales"),
+    "fp8": (".weight_scale_inv", ".weight_scale", ".input_scale", ".k_scale", ".v_scale"),
+    "compressed-tensors": (
+        ".weight_scale", ".weight_zero_point", ".weight_g_idx", ".weight_shape", ".input_scale",
+        ".weight_global_scale", ".input_global_scale", ".k_scale", ".v_scale",
+    ),
+    "mxfp4": ("_scales",),
+    "bitsandbytes": (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".SCB", ".weight_format"),
+}
+
+
+def classify(t: TensorInfo, scheme: QuantScheme | None) -> tuple[TensorKind, int, str]:
+    """(kind, logical parameters, dtype label) of one tensor.
+
+    >>> classify(TensorInfo("h.0.attn.bias", "F32", (1, 1, 4, 4), 0, 64), None)[0]
+    <TensorKind.BUFFER: 'buffer'>
+    """
+    name = t.name
+    if name.endswith(_BUFFER_SUFFIXES):
+        return TensorKind.BUFFER, 0, t.dtype
+    # A causal mask [1, 1, n, n] registered as `attn.bias`; GPT-2's real bias is `attn.c_attn.bias`.
+    if _MASK_NAMES.search(name) and len(t.shape) == 4 and t.shape[:2] == (1, 1) and t.shape[2] == t.shape[3]:
+        return TensorKind.BUFFER, 0, t.dtype
+    if scheme is None:
+        if name.endswith(".weight_scale_inv"):  # DeepSeek-style FP8 without a readable config
+            return TensorKind.QUANT_AUX, 0, t.dtype
+        return TensorKind.PARAMETER, t.elements, t.dtype
+    method = scheme.method
+    aux = _QUANT_AUX_SUFFIXES.get(method, ())
+    if method == "bitsandbytes" and ".quant_state." in name:
+        return TensorKind.QUANT_AUX, 0, t.dtype
+    if name.endswith(aux):
+        return TensorKind.QUANT_AUX, 0, t.dtype
+    bits = scheme.bits or 4
+    if method in ("gptq", "awq") and name.endswith(".qweight"):
+        # GPTQ packs 32/bits weights into each int32 along the input dim, AWQ along the output dim.
+        return TensorKind.PARAMETER, t.elements * DTYPE_BITS[t.dtype] // bits, f"INT{bits}"
+    if method == "compressed-tensors" and name.endswith(".weight_packed"):
+        return TensorKind.PARAMETER, t.elements * DTYPE_BITS[t.dtype] // bits, f"INT{bits}"
+    if method == "mxfp4" and name.endswith("_blocks"):
+        # OCP MX: FP4 (E2M1) elements, two per byte, with an E8M0 scale per block of 32.
+        return TensorKind.PARAMETER, t.elements * DTYPE_BITS[t.dtype] // 4, "MXFP4"
+    if method == "bitsandbytes" and scheme.bits == 4 and t.dtype == "U8" and len(t.shape) <= 2:
+        # bitsandbytes Params4bit: two 4-bit codes per uint8, shape [n/2, 1]; its quant_state
+        # tensors sit beside it. Other uint8 tensors (none in practice) would be miscounted.
+        return TensorKind.PARAMETER, t.elements * 2, (scheme.bnb_4bit_type or "fp4").upper()
+    return TensorKind.PARAMETER, t.elements, t.dtype
+
+
+def count_parameters(cp: Checkpoint) -> ParameterCount:
+    """Count a checkpoint's parameters, stored elements and bytes, in total and per file."""
+    scheme = quant_scheme(cp.quantization_config)
+    if cp.plan.format == "pytorch":
+        return _derived_count(cp, scheme)
+    by_dtype: Counter[str] = Counter()
+    stored_by_dtype: Counter[str] = Counter()
+    buffers = quant = 0
+    files = []
+    for fname in cp.weight_files:
+        header = cp.headers[fname]
+        f_params = f_elems = 0
+        for t in header.tensors:
+            kind, logical, label = classify(t, scheme)
+            stored_by_dtype[t.dtype] += t.elements
+            f_elems += t.elements
+            if kind is TensorKind.PARAMETER:
+                by_dtype[label] += logical
+                f_params += logical
+            elif kind is TensorKind.BUFFER:
+                buffers += t.elements
+            else:
+                quant += t.elements
+        files.append(FileCount(fname, f_params, f_elems, header.data_bytes))
+    return ParameterCount(
+        total_params=sum(f.params for f in files),
+        by_dtype_params=dict(sorted(by_dtype.items())),
+        stored_elements=sum(f.stored_elements for f in files),
+        stored_by_dtype_elements=dict(sorted(stored_by_dtype.items())),
+        weights_bytes=sum(f.tensor_bytes for f in files),
+        buffer_elements=buffers,
+        quantization_elements=quant,
+        files=tuple(files),
+        quant_method=scheme.method if scheme else None,
+    )
+
+
+# torch dtype names in config.json -> safetensors names and bits.
+TORCH_DTYPES = {
+    "float32": "F32", "float": "F32", "float16": "F16", "half": "F16", "bfloat16": "BF16",
+    "float64": "F64", "int8": "I8", "uint8": "U8",
+}
+
+
+def _derived_count(cp: Checkpoint, scheme: QuantScheme | None) -> ParameterCount:
+    """PyTorch .bin checkpoints have no header to read without downloading: derive the count from
+    the bytes (the index's total_size, else the file sizes) and the config's dtype."""
+    index = cp.index
+    total_size = (index or {}).get("metadata", {}).get("total_size") if index else None
+    if cp.plan.index_file:
+        shards = sorted(set((index or {}).get("weight_map", {}).values()))
+    else:
+        shards = list(cp.plan.files)
+    sizes = [cp.files.get(s) for s in shards]
+    if isinstance(total_size, int) and total_size > 0:
+        nbytes, how = total_size, f"{cp.plan.index_file} total_size"
+    elif sizes and all(isinstance(s, int) for s in sizes):
+        nbytes, how = sum(s for s in sizes if s), "the .bin file sizes"
+    else:
+        raise ConfigError(f"{cp.name}: PyTorch weights of unknown size")
+    config = cp.config
+    torch_dtype = config.get("torch_dtype") or config.get("dtype")
+    if isinstance(torch_dtype, str) and torch_dtype.removeprefix("torch.") in TORCH_DTYPES:
+        dtype, assumed = TORCH_DTYPES[torch_dtype.removeprefix("torch.")], ""
+    else:
+        dtype, assumed = "F32", " (no torch_dtype in config.json; float32 assumed)"
+    elements = nbytes * 8 // DTYPE_BITS[dtype]
+    note = f"derived from {how} at {dtype}{assumed}: no safetensors header to count from"
+    per_file = [(s, (size or 0) * 8 // DTYPE_BITS[dtype], size or 0) for s, size in zip(shards, sizes, strict=True)]
+    files = tuple(FileCount(s, n, n, size) for s, n, size in per_file)
+    return ParameterCount(
+        total_params=elements,
+        by_dtype_params={dtype: elements},
+        stored_elements=elements,
+        stored_by_dtype_elements={dtype: elements},
+        weights_bytes=nbytes,
+        buffer_elements=0,
+        quantization_elements=0,
+        files=files,
+        quant_method=scheme.method if scheme else None,
+        derived=True,
+        derived_note=note,
+    )

@@ -1,0 +1,149 @@
+"""What the user typed -> a Source: a local directory or file, a snapshot, or a Hub repo.
+
+    >>> parse_source("https://huggingface.co/Qwen/Qwen1.5-110B/tree/refs%2Fpr%2F1").revision
+    'refs/pr/1'
+
+An existing path on disk always wins over a repo id, so `./gpt2` (a folder) and `gpt2` (the Hub
+model) can both be reached.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import NotFoundError, UsageError
+
+SNAPSHOT_FORMAT = "hfmem-snapshot/1"
+
+
+class SourceKind(str, Enum):
+    HUB = "hub"
+    LOCAL_DIR = "local_dir"
+    LOCAL_FILE = "local_file"  # one .safetensors file
+    SNAPSHOT = "snapshot"  # a snapshot written by --save-snapshot
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's metadata comes from.
+
+    For the Hub: `repo_id`, `revision` (None: the default branch) and optionally one `filename`.
+    For local sources: `path`; `repo_id` and `revision` when the path is a snapshot folder of the
+    local HF cache (`models--org--name/snapshots/<sha>`).
+    """
+
+    kind: SourceKind
+    repo_id: str | None = None
+    revision: str | None = None
+    filename: str | None = None
+    path: Path | None = None
+
+    @property
+    def display(self) -> str:
+        if self.kind is SourceKind.HUB:
+            assert self.repo_id is not None
+            return self.repo_id + (f"/{self.filename}" if self.filename else "")
+        assert self.path is not None
+        # "." says nothing in a title: show the folder's real name.
+        return str(self.path.resolve()) if self.path.name in ("", ".", "..") else str(self.path)
+
+
+# huggingface_hub's cache layout: <cache>/models--{org}--{name}/snapshots/{commit}/
+_HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
+_HUB_HOSTS = ("huggingface.co", "hf.co", "www.huggingface.co")
+
+
+def parse_source(text: str, revision: str | None = None) -> Source:
+    """Parse a model argument: a path, an `org/name` or bare repo id, or a Hub URL.
+
+    `revision` (from `--revision`) may not contradict a revision in a URL. Raises UsageError for
+    something that is neither, NotFoundError for a path-looking argument that does not exist.
+    """
+    if not text.strip():
+        raise UsageError("empty model argument")
+    path = Path(text).expanduser()
+    if path.exists():
+        return _local_source(path, revision)
+    if re.match(r"^https?://", text):
+        return _url_source(text, revision)
+    if _looks_like_path(text):
+        raise NotFoundError(f"no such file or directory: {text}")
+    _validate_repo_id(text)
+    return Source(SourceKind.HUB, repo_id=text, revision=revision)
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith(("/", "./", "../", "~", "\\"))
+        or text.count("/") > 1
+        or text.endswith((".safetensors", ".json", ".bin", ".gguf"))
+    )
+
+
+def _validate_repo_id(repo_id: str) -> None:
+    # NOTE: huggingface_hub's validator is the authority on what the Hub accepts; it also refuses
+    # `..`, `--` and characters that could alter a URL.
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UsageError(f"not a path on disk nor a valid repo id: {repo_id!r} ({first})") from None
+
+
+def _local_source(path: Path, revision: str | None) -> Source:
+    if path.is_dir():
+        m = _HF_CACHE_SNAPSHOT.search(path.resolve().as_posix())
+        if m:
+            repo_id = m["repo"].replace("--", "/", 1)
+            return Source(SourceKind.LOCAL_DIR, repo_id=repo_id, revision=m["sha"], path=path)
+        if revision:
+            raise UsageError("--revision applies to Hub repos, not to a local directory")
+        return Source(SourceKind.LOCAL_DIR, path=path)
+    if revision:
+        raise UsageError("--revision applies to Hub repos, not to a local file")
+    if path.suffix == ".safetensors":
+        return Source(SourceKind.LOCAL_FILE, path=path)
+    if path.suffix == ".json":
+        return Source(SourceKind.SNAPSHOT, path=path)
+    raise UsageError(
+        f"{path}: not a .safetensors file, a model directory or an hfmem snapshot (.json)"
+    )
+
+
+def _url_source(url: str, revision: str | None) -> Source:
+    parts = urlsplit(url)
+    segments = [unquote(s) for s in parts.path.strip("/").split("/") if s]
+    if parts.hostname in _HUB_HOSTS and segments and segments[0] in ("datasets", "spaces"):
+        raise UsageError(f"{url}: hfmem reads model repos, not {segments[0]}")
+    if len(segments) < 1:
+        raise UsageError(f"{url}: no repo in this URL")
+    # org/name, or a bare legacy name such as gpt2 followed by tree/blob/resolve
+    if len(segments) >= 2 and segments[1] not in ("tree", "blob", "resolve"):
+        repo_id, rest = "/".join(segments[:2]), segments[2:]
+    else:
+        repo_id, rest = segments[0], segments[1:]
+    url_revision: str | None = None
+    filename: str | None = None
+    if rest:
+        if rest[0] not in ("tree", "blob", "resolve") or len(rest) < 2:
+            raise UsageError(f"{url}: expected .../tree/<revision> or .../blob/<revision>/<file>")
+        tail = rest[1:]
+        # refs/pr/N and refs/convert/X are revisions with slashes; the Hub links them unquoted too.
+        take = 3 if tail[0] == "refs" and len(tail) >= 3 else 1
+        url_revision, file_parts = "/".join(tail[:take]), tail[take:]
+        if rest[0] in ("blob", "resolve"):
+            if not file_parts:
+                raise UsageError(f"{url}: a /blob/ URL names a file after the revision")
+            filename = "/".join(file_parts)
+            if not filename.endswith(".safetensors"):
+                raise UsageError(f"{url}: only a .safetensors file or a whole repo can be read")
+    if revision and url_revision and revision != url_revision:
+        raise UsageError(f"--revision {revision!r} contradicts the URL's revision {url_revision!r}")
+    _validate_repo_id(repo_id)
+    return Source(SourceKind.HUB, repo_id=repo_id, revision=revision or url_revision, filename=filename)

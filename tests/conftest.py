@@ -1,0 +1,41 @@
+"""Shared fixtures: a clean environment for every test, and helpers to write real files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOTS = ROOT / "fixtures" / "snapshots"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer setting leaks into a test: HF_* and HFMEM_* cleared, caches and the token file
+    under tmp_path (so a developer's own `hf auth login` is never read)."""
+    for name in list(os.environ):
+        if name.startswith(("HF_", "HFMEM_", "HUGGING_FACE_")) or name in ("NO_COLOR",):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(tmp_path / "hfmem_cache"))
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    import huggingface_hub.constants as hf_constants
+
+    # huggingface_hub reads these at import time; point them at tmp_path too.
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"), raising=False)
+    monkeypatch.setattr(
+        hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"), raising=False
+    )
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False, raising=False)
+
+
+def snapshot_path(repo_id: str) -> Path:
+    return SNAPSHOTS / (repo_id.replace("/", "--") + ".json")
+
+
+def write_json(path: Path, obj: object) -> Path:
+    path.write_text(json.dumps(obj))
+    return path

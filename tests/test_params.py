@@ -1,0 +1,186 @@
+"""Exact counts: small real safetensors files in each stored layout, then every real fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from inspector import inspect_model
+from inspector.errors import ConfigError, NoWeightsFound, UnsupportedFormat
+
+
+def model_dir(tmp_path: Path, tensors: dict[str, np.ndarray], config: dict | None = None, **extra_json) -> Path:
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    for name, obj in extra_json.items():
+        (tmp_path / name).write_text(json.dumps(obj))
+    return tmp_path
+
+
+def counts(path: Path) -> tuple[int, int, int]:
+    p = inspect_model(str(path)).parameters
+    return p.total_params, p.stored_elements, p.weights_bytes
+
+
+def test_plain_model_counts_every_element(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, {"w": np.zeros((4, 8), np.float16), "b": np.zeros(8, np.float32)}, {})
+    assert counts(d) == (40, 40, 4 * 8 * 2 + 8 * 4)
+    assert inspect_model(str(d)).parameters.by_dtype_params == {"F16": 32, "F32": 8}
+
+
+def test_buffers_are_stored_but_not_parameters(tmp_path: Path) -> None:
+    d = model_dir(
+        tmp_path,
+        {
+            "model.layers.0.self_attn.rotary_emb.inv_freq": np.zeros(64, np.float32),
+            "h.0.attn.bias": np.zeros((1, 1, 16, 16), np.float32),  # GPT-2 causal mask
+            "h.0.attn.masked_bias": np.zeros((), np.float32),
+            "h.0.attn.c_attn.bias": np.zeros(96, np.float32),  # a real parameter
+            "h.0.attn.c_attn.weight": np.zeros((32, 96), np.float32),
+        },
+    )
+    p = inspect_model(str(d)).parameters
+    assert p.total_params == 96 + 32 * 96
+    assert p.buffer_elements == 64 + 256 + 1
+    assert p.stored_elements == p.total_params + p.buffer_elements
+
+
+def test_gptq_packed_weights_count_as_logical_weights(tmp_path: Path) -> None:
+    # AutoGPTQ layout (auto_gptq/nn_modules/qlinear): qweight int32 [in/8, out], qzeros int32
+    # [in/group, out/8], scales fp16 [in/group, out], g_idx int32 [in], for in=256, out=128, group 128.
+    d = model_dir(
+        tmp_path,
+        {
+            "l.qweight": np.zeros((256 // 8, 128), np.int32),
+            "l.qzeros": np.zeros((2, 128 // 8), np.int32),
+            "l.scales": np.zeros((2, 128), np.float16),
+            "l.g_idx": np.zeros(256, np.int32),
+            "l.bias": np.zeros(128, np.float16),
+            "embed.weight": np.zeros((10, 256), np.float16),
+        },
+        {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}},
+    )
+    p = inspect_model(str(d)).parameters
+    assert p.total_params == 256 * 128 + 128 + 10 * 256
+    assert p.by_dtype_params == {"F16": 128 + 2560, "INT4": 256 * 128}
+    assert p.quantization_elements == 2 * 16 + 2 * 128 + 256
+    assert p.quant_method == "gptq"
+
+
+def test_gptq_3bit_from_quantize_config_json(tmp_path: Path) -> None:
+    d = model_dir(
+        tmp_path,
+        {"l.qweight": np.zeros((3 * 4, 64), np.int32)},  # 3-bit: 32 weights per 3 int32 rows
+        {},
+        **{"quantize_config.json": {"bits": 3, "group_size": 128, "desc_act": False}},
+    )
+    assert inspect_model(str(d)).parameters.total_params == 32 * 4 * 64
+
+
+def test_mxfp4_blocks_hold_two_weights_per_byte(tmp_path: Path) -> None:
+    # gpt-oss layout: *_blocks uint8 [experts, out, in/32, 16], *_scales uint8 [experts, out, in/32]
+    d = model_dir(
+        tmp_path,
+        {
+            "e.gate_up_proj_blocks": np.zeros((2, 8, 2, 16), np.uint8),
+            "e.gate_up_proj_scales": np.zeros((2, 8, 2), np.uint8),
+            "e.gate_up_proj_bias": np.zeros((2, 8), np.float16),
+        },
+        {"quantization_config": {"quant_method": "mxfp4"}},
+    )
+    p = inspect_model(str(d)).parameters
+    assert p.by_dtype_params == {"F16": 16, "MXFP4": 2 * 8 * 64}
+    assert p.quantization_elements == 32
+
+
+def test_bitsandbytes_4bit(tmp_path: Path) -> None:
+    # bitsandbytes Params4bit saved by transformers: weight uint8 [n/2, 1] plus quant_state tensors.
+    d = model_dir(
+        tmp_path,
+        {
+            "l.weight": np.zeros((64 * 32 // 2, 1), np.uint8),
+            "l.weight.absmax": np.zeros(32, np.float32),
+            "l.weight.quant_map": np.zeros(16, np.float32),
+            "l.weight.quant_state.bitsandbytes__nf4": np.zeros(100, np.uint8),
+            "norm.weight": np.zeros(64, np.float16),
+        },
+        {"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}},
+    )
+    p = inspect_model(str(d)).parameters
+    assert p.by_dtype_params == {"F16": 64, "NF4": 64 * 32}
+    assert p.quantization_elements == 32 + 16 + 100
+
+
+def test_fp8_block_scales_are_not_parameters(tmp_path: Path) -> None:
+    d = model_dir(
+        tmp_path,
+        {"l.weight": np.zeros((256, 384), np.uint8), "l.weight_scale_inv": np.zeros((2, 3), np.float32)},
+        {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}},
+    )
+    p = inspect_model(str(d)).parameters
+    assert (p.total_params, p.quantization_elements) == (256 * 384, 6)
+
+
+def test_sharded_directory_reads_shards_through_the_index(tmp_path: Path) -> None:
+    save_file({"a": np.zeros(10, np.float16)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"b": np.zeros(6, np.float16)}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    save_file({"stale": np.zeros(1000, np.float16)}, str(tmp_path / "consolidated.safetensors"))
+    index = {
+        "metadata": {"total_size": 32},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    report = inspect_model(str(tmp_path))
+    assert report.parameters.total_params == 16
+    assert [f.params for f in report.parameters.files] == [10, 6]
+
+
+@pytest.mark.parametrize("shard", ["../evil.safetensors", "/etc/passwd", "sub/x.safetensors", "..", ".hidden"])
+def test_index_naming_files_outside_the_repo_is_refused(tmp_path: Path, shard: str) -> None:
+    index = {"weight_map": {"a": shard}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match="unsafe file name"):
+        inspect_model(str(tmp_path))
+
+
+def test_pytorch_bin_count_is_derived_and_flagged(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+    index = {"metadata": {"total_size": 2000}, "weight_map": {"a": "pytorch_model-00001-of-00001.bin"}}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    (tmp_path / "pytorch_model-00001-of-00001.bin").write_bytes(b"\0" * 2100)
+    p = inspect_model(str(tmp_path)).parameters
+    assert (p.total_params, p.weights_bytes, p.derived) == (1000, 2000, True)
+    assert "total_size" in (p.derived_note or "")
+
+
+def test_single_pytorch_bin_without_dtype_assumes_float32(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\0" * 4000)
+    p = inspect_model(str(tmp_path)).parameters
+    assert (p.total_params, p.derived) == (1000, True)
+    assert "float32 assumed" in (p.derived_note or "")
+
+
+def test_gguf_only_says_what_is_there(tmp_path: Path) -> None:
+    (tmp_path / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
+    (tmp_path / "model-Q8_0.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UnsupportedFormat, match="found only 2 GGUF files"):
+        inspect_model(str(tmp_path))
+
+
+def test_no_weights_at_all(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("hi")
+    with pytest.raises(NoWeightsFound, match="no weight files"):
+        inspect_model(str(tmp_path))
+
+
+def test_malformed_config_json(tmp_path: Path) -> None:
+    save_file({"a": np.zeros(1, np.float16)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+        inspect_model(str(tmp_path))
