@@ -55,6 +55,8 @@ def read_checkpoint(
     source: Source,
     *,
     token: str | bool | None = None,
+    offline: bool | None = None,
+    refresh: bool = False,
 ) -> Checkpoint:
     """Read what a Source points at: a snapshot file, a local model, or a Hub repo."""
     if source.kind is SourceKind.SNAPSHOT:
@@ -66,7 +68,7 @@ def read_checkpoint(
         return read_local(source)
     from .hub import read_hub
 
-    return read_hub(source, token=token)
+    return read_hub(source, token=token, offline=offline, refresh=refresh)
 
 
 def inspect_model(
@@ -74,13 +76,16 @@ def inspect_model(
     *,
     revision: str | None = None,
     token: str | bool | None = None,
+    offline: bool | None = None,
+    refresh: bool = False,
 ) -> ModelReport:
     """Read a model's metadata and count it exactly.
 
     `model` is what a user would type: a path (directory, .safetensors file, snapshot .json), an
     `org/name` repo id or a Hub URL. `token`: a Hub token, False to send none, None to use
-    `HF_TOKEN` or the stored login. Raises an `inspector.errors.HfmemError` subclass on bad input.
+    `HF_TOKEN` or the stored login. `offline` (None: `HF_HUB_OFFLINE`) answers from the cache
+    alone; `refresh` revalidates cached answers. Raises an `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision)
-    checkpoint = read_checkpoint(source, token=token)
+    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh)
     return ModelReport(source, checkpoint, count_parameters(checkpoint))

@@ -96,6 +96,11 @@ FormatOpt = Annotated[
     typer.Option("--format", help="Output format.", case_sensitive=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Shortcut for --format json.")]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option("--offline", help="Answer from the cache alone (also HF_HUB_OFFLINE=1); exit 8 if something is missing."),
+]
+RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Revalidate cached Hub answers instead of trusting them.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hints on stderr.")]
 
 
@@ -116,13 +121,15 @@ def inspect_cmd(
             "`hfmem FILE` reads it back with no network.",
         ),
     ] = None,
+    offline: OfflineOpt = False,
+    refresh: RefreshOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Count a model's parameters and bytes exactly (the default command)."""
     from .api import inspect_model
     from .report import render_json, render_markdown, render_table
 
-    report = inspect_model(model, revision=revision, token=token)
+    report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh)
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
 

@@ -85,12 +85,19 @@ def _notes(report: ModelReport) -> list[str]:
     return notes
 
 
+def _plain(rows: list[list[str]]) -> str:
+    from tabulate import tabulate
+
+    # Indented sub-rows need their leading spaces; tabulate strips them unless told not to.
+    return tabulate(rows, tablefmt="plain", colalign=("left", "right", "left"), preserve_whitespace=True)
+
+
 def render_table(report: ModelReport, *, files: bool = False) -> str:
     """The human-readable table."""
     from tabulate import tabulate
 
     rows, file_rows = _rows(report, files=files)
-    out = [_title(report), "", tabulate(rows, tablefmt="plain", colalign=("left", "right", "left"))]
+    out = [_title(report), "", _plain(rows)]
     if file_rows:
         out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="simple",
                              colalign=("left", "right", "right", "right"))]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
@@ -39,3 +42,25 @@ def snapshot_path(repo_id: str) -> Path:
 def write_json(path: Path, obj: object) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+@pytest.fixture(scope="session")
+def fake_hub_server():
+    from fakehub import FakeHub, repo_from_snapshot
+
+    hub = FakeHub()
+    for path in sorted(SNAPSHOTS.glob("*.json")):
+        repo_id = json.loads(path.read_text())["source"]["repo_id"]
+        # Meta's Llama repos are gated on the real Hub; so they are here.
+        hub.add(repo_from_snapshot(path, gated=repo_id.startswith("meta-llama/")))
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+def fake_hub(fake_hub_server, monkeypatch: pytest.MonkeyPatch):
+    """The fake Hub, its log emptied and its knobs reset, reached only through HF_ENDPOINT."""
+    fake_hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub_server.endpoint)
+    yield fake_hub_server
+    fake_hub_server.reset()

@@ -1,0 +1,113 @@
+"""The persistent HTTP cache (requests-cache) and the small stores beside it.
+
+Settings, all explicit (see shared/STYLE.md habit 8):
+- the key includes `Range` (`match_headers`), so two different reads of a file never collide;
+- `Authorization` is never part of a key and never stored (requests-cache redacts it from the saved
+  request); redirects are followed by hand in `hub`, so no redirect history carries it either;
+- responses to URLs pinned to a commit sha, and CDN responses (content-addressed), never expire;
+  a branch's resolution expires after BRANCH_TTL_S;
+- two sessions over one SQLite file: the metadata session caches 200s (JSON files, API answers), the
+  range session caches only 206 and redirects, so a server that ignores `Range` and answers 200
+  with a whole multi-GB file is never read to its end for the cache;
+- the cache directory is 0700 and its files 0600: it may hold a gated model's metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
+
+#: How long a branch or tag's resolution to a commit is trusted before asking the Hub again.
+BRANCH_TTL_S = 10 * 60
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def cache_dir() -> Path:
+    """`$HFMEM_CACHE_DIR`, else `$HF_HOME/hfmem`, else `~/.cache/huggingface/hfmem` (read at call time)."""
+    explicit = os.environ.get("HFMEM_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home).expanduser() / "hfmem"
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface" / "hfmem"
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path
+
+
+def _private_file(path: Path) -> None:
+    """Create the file 0600 before anything else opens it (SQLite's journal inherits the mode)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def build_sessions(*, offline: bool = False) -> tuple[requests.Session, requests.Session]:
+    """(metadata session, range session) sharing one SQLite cache at `cache_dir()/http.sqlite`."""
+    import requests_cache
+
+    directory = _private_dir(cache_dir())
+    db = directory / "http.sqlite"
+    _private_file(db)
+    common = dict(
+        allowable_methods=("GET",),
+        match_headers=["Range"],
+        ignored_parameters=["Authorization"],
+        expire_after=BRANCH_TTL_S,
+        cache_control=False,
+        stale_if_error=False,
+    )
+    # NOTE: requests-cache keeps settings on the backend object, so each session gets its own
+    # backend instance over the same SQLite file.
+    meta = requests_cache.CachedSession(
+        backend=requests_cache.SQLiteCache(str(db)), allowable_codes=(200, 301, 302, 307, 308), **common
+    )
+    ranged = requests_cache.CachedSession(
+        backend=requests_cache.SQLiteCache(str(db)), allowable_codes=(206, 301, 302, 307, 308), **common
+    )
+    for s in (meta, ranged):
+        s.settings.only_if_cached = offline
+    return meta, ranged
+
+
+# --- refs and snapshots: what lets a warm or offline run skip the network --------------------
+
+
+def _repo_folder(repo_id: str) -> str:
+    return "models--" + repo_id.replace("/", "--")
+
+
+def save_ref(repo_id: str, revision: str, sha: str) -> None:
+    """Remember which commit a branch or tag resolved to (read back offline)."""
+    folder = _private_dir(cache_dir() / "refs" / _repo_folder(repo_id))
+    path = folder / (revision.replace("/", "%2F") or "main")
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    _private_file(tmp)
+    tmp.write_text(sha)
+    os.replace(tmp, path)
+
+
+def load_ref(repo_id: str, revision: str) -> str | None:
+    path = cache_dir() / "refs" / _repo_folder(repo_id) / (revision.replace("/", "%2F") or "main")
+    try:
+        sha = path.read_text().strip()
+    except OSError:
+        return None
+    return sha if SHA_RE.match(sha) else None
+
+
+def snapshot_path(repo_id: str, sha: str) -> Path:
+    return cache_dir() / "snapshots" / _repo_folder(repo_id) / f"{sha}.json"

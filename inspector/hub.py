@@ -1,0 +1,550 @@
+"""The only module that builds a Hub URL or sends a request.
+
+Round trips, in layers (each waits only on the one before):
+  1. the revision API: the commit sha and the file list (tree API, paginated, if the answer has no
+     file list);
+  2. `resolve/<sha>/...` for config.json, the index and every shard at once; small files come back
+     directly, large ones as a redirect to the CDN, which we follow by hand;
+  3. the CDN Range reads, each sized from the index's list of that shard's tensors;
+  4. only for a header longer than predicted, the rest of it.
+
+The endpoint comes from `HF_ENDPOINT` at call time (mirrors work); the token from `--token`,
+`HF_TOKEN` or huggingface_hub's stored login, and is sent to the endpoint's host only: never to a
+CDN host, never into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urljoin, urlsplit
+
+from .checkpoint import METADATA_FILES, Checkpoint, load_config_json, plan_weights, shards_from_index
+from .errors import (
+    AuthError,
+    EntryNotFound,
+    GatedRepo,
+    HfmemError,
+    NetworkError,
+    NotFoundError,
+    OfflineMiss,
+    RepoNotFound,
+    RevisionNotFound,
+)
+from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
+from .source import Source
+
+if TYPE_CHECKING:
+    import requests
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+#: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
+#: models' under 64 KB; a longer one costs one more read.
+SPECULATIVE_HEADER_BYTES = 64 * 1024
+#: Requests in flight at once; the Hub serves a 163-shard model in one layer at this width.
+DEFAULT_CONCURRENCY = 64
+#: huggingface_hub's default HF_HUB_DOWNLOAD_TIMEOUT (constants.py: DEFAULT_DOWNLOAD_TIMEOUT = 10).
+DEFAULT_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 4
+MAX_RETRY_AFTER_S = 10.0
+MAX_REDIRECTS = 5
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def endpoint() -> str:
+    """The Hub endpoint, read at call time: `HF_ENDPOINT` (a mirror) or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_url(repo_id: str, *, revision: str, filename: str | None = None, api: str | None = None,
+            base: str | None = None) -> str:
+    """One URL helper for every request. The revision is quoted whole (`refs/pr/1` -> `refs%2Fpr%2F1`).
+
+    >>> hub_url("org/m", revision="refs/pr/1", filename="config.json", base="https://hf.co")
+    'https://hf.co/org/m/resolve/refs%2Fpr%2F1/config.json'
+    """
+    base = (base or endpoint()).rstrip("/")
+    rev = quote(revision, safe="")
+    if api is not None:
+        return f"{base}/api/models/{repo_id}/{api}/{rev}"
+    assert filename is not None
+    return f"{base}/{repo_id}/resolve/{rev}/{quote(filename, safe='/')}"
+
+
+def resolve_token(token: str | bool | None) -> str | None:
+    """`--token`, else `HF_TOKEN`, else huggingface_hub's stored login; False sends none."""
+    if token is False:
+        return None
+    if isinstance(token, str) and token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def offline_requested() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def timeout_s() -> float:
+    raw = os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT")
+    try:
+        return float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+
+
+@dataclass
+class Response:
+    """What we keep of an HTTP answer: never the request headers (they may hold the token)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+    from_cache: bool
+
+
+class HubClient:
+    """HTTP to one endpoint with one token: redirects by hand, retries, Hub errors -> our errors."""
+
+    def __init__(self, *, token: str | None, offline: bool = False, base: str | None = None,
+                 refresh: bool = False) -> None:
+        from .cache import build_sessions
+
+        self.base = (base or endpoint()).rstrip("/")
+        self.host = urlsplit(self.base).netloc
+        self.token = token
+        self.offline = offline
+        self.refresh = refresh
+        self.timeout = timeout_s()
+        self.meta_session, self.range_session = build_sessions(offline=offline)
+
+    # -- one request -------------------------------------------------------------------------
+
+    def get(self, url: str, *, what: str, byte_range: tuple[int, int] | None = None,
+            expire_never: bool = False) -> Response:
+        """GET `url`, following redirects by hand; `byte_range` is (first, last), both inclusive."""
+        for _ in range(MAX_REDIRECTS + 1):
+            r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never)
+            if r.status in (301, 302, 303, 307, 308):
+                location = r.headers.get("Location")
+                if not location:
+                    raise NetworkError(f"{what}: redirect without a Location from {urlsplit(url).netloc}")
+                url = urljoin(url, location)
+                expire_never = True  # a redirect target is content-addressed or pinned
+                continue
+            return r
+        raise NetworkError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _get_once(self, url: str, *, what: str, byte_range: tuple[int, int] | None,
+                  expire_never: bool) -> Response:
+        import requests
+        from requests_cache import NEVER_EXPIRE
+
+        headers = {"User-Agent": _user_agent()}
+        # The token goes to the endpoint's host only: a CDN host never sees it.
+        if self.token and urlsplit(url).netloc == self.host:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if byte_range is not None:
+            # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        session = self.range_session if byte_range is not None else self.meta_session
+        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never else {}
+        if self.refresh and not self.offline:
+            kwargs["refresh"] = True
+        delay = 0.5
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                raw = session.get(url, headers=headers, allow_redirects=False, stream=True,
+                                  timeout=self.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if attempt == MAX_ATTEMPTS:
+                    kind = "timed out" if isinstance(e, requests.Timeout) else "unreachable"
+                    raise NetworkError(
+                        f"{what}: {urlsplit(url).netloc} {kind} after {attempt} tries"
+                    ) from None
+                time.sleep(delay * (1 + random.random() / 4))
+                delay *= 2
+                continue
+            except requests.RequestException as e:
+                raise NetworkError(f"{what}: {type(e).__name__} talking to {urlsplit(url).netloc}") from None
+            from_cache = bool(getattr(raw, "from_cache", False))
+            if raw.status_code == 504 and self.offline and not from_cache:
+                raw.close()
+                raise OfflineMiss(f"offline and not in the cache: {what}")
+            if raw.status_code in (429, 500, 502, 503, 504) and attempt < MAX_ATTEMPTS:
+                wait = _retry_after(raw.headers.get("Retry-After"), delay)
+                raw.close()
+                time.sleep(wait)
+                delay *= 2
+                continue
+            body = _read_limited(raw, byte_range)
+            return Response(raw.status_code, dict(raw.headers), body, url, from_cache)
+        raise AssertionError("unreachable")
+
+    # -- Hub calls -----------------------------------------------------------------------------
+
+    def revision_info(self, repo_id: str, revision: str) -> tuple[str, dict[str, int | None]]:
+        """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
+        url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
+        r = self.get(url, what=f"{repo_id}@{revision}", expire_never=bool(SHA_RE.match(revision)))
+        raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
+        info = _json_body(r, f"revision info of {repo_id}")
+        sha = info.get("sha")
+        if not isinstance(sha, str) or not SHA_RE.match(sha):
+            raise NetworkError(f"{repo_id}@{revision}: the Hub's answer has no commit sha")
+        siblings = info.get("siblings")
+        if isinstance(siblings, list):
+            files = {s["rfilename"]: s.get("size") for s in siblings if isinstance(s, dict) and "rfilename" in s}
+        else:
+            files = self.tree(repo_id, sha)
+        return sha, files
+
+    def tree(self, repo_id: str, sha: str) -> dict[str, int | None]:
+        """The tree API, following its `Link: rel="next"` pagination."""
+        files: dict[str, int | None] = {}
+        url: str | None = hub_url(repo_id, revision=sha, api="tree", base=self.base)
+        pages = 0
+        while url and pages < 1000:
+            r = self.get(url, what=f"file list of {repo_id}", expire_never=True)
+            raise_for_hub_status(r, repo_id=repo_id, revision=sha, authenticated=bool(self.token))
+            try:
+                entries = json.loads(r.body)
+            except ValueError:
+                raise NetworkError(f"file list of {repo_id}: not JSON") from None
+            for e in entries if isinstance(entries, list) else []:
+                if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("path"), str):
+                    files[e["path"]] = e.get("size")
+            url = _next_link(r.headers.get("Link"), url)
+            pages += 1
+        return files
+
+    def read_file(self, repo_id: str, sha: str, filename: str) -> bytes:
+        r = self.get(hub_url(repo_id, revision=sha, filename=filename, base=self.base),
+                     what=f"{repo_id}/{filename}", expire_never=True)
+        raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename, authenticated=bool(self.token))
+        return r.body
+
+    def read_header(self, repo_id: str, sha: str, filename: str, predicted: int) -> Header:
+        """Layers 2-4 for one shard: a speculative Range read, a second only if the header is longer."""
+        url = hub_url(repo_id, revision=sha, filename=filename, base=self.base)
+        what = f"{repo_id}/{filename}"
+
+        def read(first: int, last: int) -> tuple[bytes, int | None]:
+            r = self.get(url, what=what, byte_range=(first, last), expire_never=True)
+            raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename,
+                                 authenticated=bool(self.token))
+            return _range_body(r, first, last, what)
+
+        # 1. Prefix and (we hope) the whole header in one read.
+        data, file_bytes = read(0, max(predicted, PREFIX_BYTES) - 1)
+        n = read_length_prefix(data[:PREFIX_BYTES]) if len(data) >= PREFIX_BYTES else None
+        if n is None:
+            return parse_header(data, file_bytes=file_bytes, name=filename)  # raises "too short"
+        # 2. Compare with the bytes actually received, not the bytes asked for.
+        if len(data) < PREFIX_BYTES + n and (file_bytes is None or len(data) < file_bytes):
+            rest, _ = read(len(data), PREFIX_BYTES + n - 1)
+            data += rest
+        return parse_header(data, file_bytes=file_bytes, name=filename)
+
+
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"hfmem/{__version__}"
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else default
+    except ValueError:
+        return default
+
+
+def _read_limited(raw: requests.Response, byte_range: tuple[int, int] | None) -> bytes:
+    """The body, but never more than a Range asked for: a server that ignores Range and starts a
+    multi-GB 200 is read only as far as needed, then the connection is dropped."""
+    try:
+        if byte_range is None or raw.status_code != 200:
+            return raw.content
+        want = byte_range[1] + 1
+        chunks, got = [], 0
+        for chunk in raw.iter_content(chunk_size=64 * 1024):
+            chunks.append(chunk)
+            got += len(chunk)
+            if got >= want:
+                break
+        return b"".join(chunks)[:want]
+    finally:
+        raw.close()
+
+
+def _range_body(r: Response, first: int, last: int, what: str) -> tuple[bytes, int | None]:
+    """(bytes starting at `first`, file size) from a 206 or a 200 that ignored the Range."""
+    if r.status == 206:
+        m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", r.headers.get("Content-Range", ""))
+        if not m or int(m[1]) != first or int(m[2]) > last or int(m[2]) - int(m[1]) + 1 != len(r.body):
+            raise NetworkError(f"{what}: the server's Content-Range does not match what it sent")
+        return r.body, (int(m[3]) if m[3] != "*" else None)
+    if r.status == 200:
+        length = r.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return r.body[first : last + 1], size
+    if r.status == 416:
+        return b"", None  # the file is shorter than the range start
+    raise NetworkError(f"{what}: unexpected HTTP {r.status}")
+
+
+def _next_link(link: str | None, current: str) -> str | None:
+    if not link:
+        return None
+    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    return urljoin(current, m[1]) if m else None
+
+
+def _json_body(r: Response, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(r.body)
+    except ValueError:
+        raise NetworkError(f"{what}: the server's answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise NetworkError(f"{what}: the server's answer is not a JSON object")
+    return value
+
+
+def raise_for_hub_status(r: Response, *, repo_id: str, revision: str, filename: str | None = None,
+                         authenticated: bool) -> None:
+    """The one place that turns the Hub's status and `X-Error-Code` into our error types
+    (the codes huggingface_hub's `hf_raise_for_status` reads)."""
+    if r.status < 400:
+        return
+    code = r.headers.get("X-Error-Code", "")
+    message = r.headers.get("X-Error-Message", "")
+    page = f"{endpoint_of(r.url)}/{repo_id}"
+    if code == "GatedRepo":
+        if authenticated:
+            raise GatedRepo(f"{repo_id} is gated and your token has no access: request it at {page}")
+        raise GatedRepo(f"{repo_id} is gated: request access at {page}, then set HF_TOKEN (or run `hf auth login`)")
+    if code == "RevisionNotFound":
+        raise RevisionNotFound(f"revision {revision!r} not found in {repo_id}")
+    if code == "EntryNotFound":
+        raise EntryNotFound(f"{repo_id} has no file {filename!r} at {revision}")
+    if code == "RepoNotFound" or r.status == 404 and not filename:
+        hint = "" if authenticated else " (if it is private, set HF_TOKEN)"
+        raise RepoNotFound(f"repo {repo_id} not found on {endpoint_of(r.url)}{hint}")
+    if r.status == 401:
+        if "Invalid credentials" in message or authenticated:
+            raise AuthError("the Hub refused the token (invalid or expired): check HF_TOKEN or run `hf auth login`")
+        raise RepoNotFound(f"repo {repo_id} not found on {endpoint_of(r.url)} (if it is private, set HF_TOKEN)")
+    if r.status == 403:
+        raise AuthError(f"access to {repo_id} denied: {message or 'forbidden'}")
+    if r.status == 404:
+        raise EntryNotFound(f"{repo_id} has no file {filename!r} at {revision}")
+    raise NetworkError(f"{repo_id}: the Hub answered HTTP {r.status}{': ' + message if message else ''}")
+
+
+def endpoint_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# --- the whole read ---------------------------------------------------------------------------
+
+
+def predict_header_bytes(tensor_names: list[str]) -> int:
+    """Predict a shard's header length from the names the index lists for it.
+
+    Each entry is `"name":{"dtype":"BF16","shape":[..],"data_offsets":[..,..]},`: the name plus
+    about 70 bytes for a 2-D shape and 11-digit offsets; plus the `__metadata__` entry and 8 bytes
+    of length prefix. Slightly generous so a second read is rare.
+    """
+    return PREFIX_BYTES + 128 + sum(len(n) + 80 for n in tensor_names)
+
+
+def read_hub(source: Source, *, token: str | bool | None = None, offline: bool | None = None,
+             refresh: bool = False, concurrency: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Checkpoint:
+    """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible."""
+    from . import cache
+
+    assert source.repo_id is not None
+    repo_id = source.repo_id
+    revision = source.revision or "main"
+    offline = offline_requested() if offline is None else offline
+    warnings: list[str] = []
+
+    # 0. Pinned to a sha we have read before: the saved snapshot answers with no request at all.
+    pinned = revision if SHA_RE.match(revision) else None
+    if offline and not pinned:
+        pinned = cache.load_ref(repo_id, revision)
+        if pinned:
+            warnings.append(f"offline: using {revision} as last resolved ({pinned[:12]}); it may be stale")
+    if pinned and not refresh and not source.filename:
+        saved = _load_saved(repo_id, pinned, revision)
+        if saved is not None:
+            return _with_warnings(saved, warnings)
+    if offline:
+        local = _from_hf_cache(repo_id, revision)
+        if local is not None:
+            return local
+        if not pinned:
+            raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
+
+    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh)
+    workers = concurrency or int(os.environ.get("HFMEM_CONCURRENCY") or DEFAULT_CONCURRENCY)
+    # 1. sha and file list
+    sha, files = client.revision_info(repo_id, pinned or revision)
+    if not pinned:
+        cache.save_ref(repo_id, revision, sha)
+        # A branch that still points at a commit we have read: nothing more to fetch.
+        if not refresh and not source.filename:
+            saved = _load_saved(repo_id, sha, revision)
+            if saved is not None:
+                return saved
+    if source.filename:
+        if source.filename not in files:
+            raise EntryNotFound(f"{repo_id} has no file {source.filename!r} at {revision}")
+        listing = {source.filename: files[source.filename]}
+        plan = plan_weights(listing)
+        wanted_json = [n for n in METADATA_FILES if n in files]
+    else:
+        listing = dict(files)
+        plan = plan_weights(listing)
+        wanted_json = [n for n in (*METADATA_FILES, plan.index_file) if n and n in files]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # 2. every small JSON file at once
+        json_futures: dict[str, Future[bytes]] = {
+            n: pool.submit(client.read_file, repo_id, sha, n) for n in wanted_json
+        }
+        json_files: dict[str, Any] = {}
+        headers: dict[str, Header] = {}
+        if plan.format == "safetensors":
+            index_future = json_futures.get(plan.index_file) if plan.index_file else None
+            candidates = list(plan.files) or [
+                n for n in listing if n.endswith(".safetensors") and "/" not in n
+            ]
+
+            def shard_task(name: str) -> Header | None:
+                predicted = SPECULATIVE_HEADER_BYTES
+                if index_future is not None:
+                    index = load_config_json(index_future.result(), plan.index_file or "index")
+                    names = [t for t, f in (index.get("weight_map") or {}).items() if f == name]
+                    if not names:
+                        return None  # a .safetensors file the index does not use
+                    predicted = predict_header_bytes(names)
+                return client.read_header(repo_id, sha, name, predicted)
+
+            shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
+            done = 0
+            for name, fut in shard_futures.items():
+                h = fut.result()
+                done += 1
+                if progress:
+                    progress(done, len(shard_futures))
+                if h is not None:
+                    headers[name] = h
+        for name, fut in json_futures.items():
+            json_files[name] = load_config_json(fut.result(), name)
+        if plan.format == "safetensors" and plan.index_file:
+            # A shard the index names but whose name the file list did not suggest: read it now.
+            index = json_files[plan.index_file]
+            extra = [s for s in shards_from_index(index, plan.index_file) if s not in headers]
+            for s in extra:
+                if s not in files:
+                    raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s}, which is not in the repo")
+            for s, h in zip(extra, pool.map(lambda s: client.read_header(repo_id, sha, s, SPECULATIVE_HEADER_BYTES), extra)):
+                headers[s] = h
+
+    for name, h in headers.items():
+        listing[name] = h.file_bytes if h.file_bytes is not None else listing.get(name)
+    cp = Checkpoint(
+        name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
+        files=listing,
+        json_files=json_files,
+        headers=headers,
+        plan=plan,
+        repo_id=repo_id,
+        revision=revision,
+        sha=sha,
+        warnings=tuple(warnings),
+    )
+    cp.weight_files  # validates the index before anything is saved
+    if not source.filename:
+        _save(cp)
+    return cp
+
+
+def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
+    from dataclasses import replace
+
+    return replace(cp, warnings=(*cp.warnings, *warnings)) if warnings else cp
+
+
+def _load_saved(repo_id: str, sha: str, revision: str) -> Checkpoint | None:
+    from dataclasses import replace
+
+    from .cache import snapshot_path
+    from .checkpoint import load_snapshot
+
+    path = snapshot_path(repo_id, sha)
+    if not path.is_file():
+        return None
+    try:
+        cp = load_snapshot(path)
+    except HfmemError:
+        return None  # a damaged entry is read again from the Hub
+    return replace(cp, name=repo_id, revision=revision, local_path=None)
+
+
+def _save(cp: Checkpoint) -> None:
+    from .cache import _private_dir, _private_file, snapshot_path
+    from .checkpoint import save_snapshot
+
+    assert cp.repo_id and cp.sha
+    path = snapshot_path(cp.repo_id, cp.sha)
+    try:
+        _private_dir(path.parent)
+        tmp = path.with_name(path.name + f".{os.getpid()}.part")
+        _private_file(tmp)
+        save_snapshot(cp, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache only costs speed
+
+
+def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
+    """A model already in huggingface_hub's cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`)."""
+    from pathlib import Path
+
+    from .local import read_local
+    from .source import SourceKind
+
+    hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
+    )
+    repo_dir = Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
+    sha = revision if SHA_RE.match(revision) else None
+    if sha is None:
+        try:
+            sha = (repo_dir / "refs" / revision).read_text().strip()
+        except OSError:
+            return None
+    folder = repo_dir / "snapshots" / sha
+    if not folder.is_dir():
+        return None
+    try:
+        cp = read_local(Source(SourceKind.LOCAL_DIR, repo_id=repo_id, revision=sha, path=folder))
+    except NotFoundError:
+        return None
+    from dataclasses import replace
+
+    return replace(cp, revision=revision, warnings=(*cp.warnings, f"offline: read from the HF cache at {folder}"))

@@ -1,0 +1,248 @@
+"""A fake Hugging Face Hub on 127.0.0.1 with its CDN on 127.0.0.2, serving fixture snapshots.
+
+It answers the endpoints the real Hub has, the way it has them:
+- `GET /api/models/{repo}/revision/{rev}`: {"id", "sha", "siblings": [{"rfilename", "size"}]}
+- `GET /api/models/{repo}/tree/{rev}?cursor=N`: a page of {"type", "path", "size"}, `Link: <...>; rel="next"`
+- `GET /{repo}/resolve/{rev}/{file}`: small files directly (Range honoured), `.safetensors` files as
+  a 302 to the CDN host, as the Hub redirects LFS files
+- errors with the Hub's `X-Error-Code`: RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo
+The CDN serves `/cdn/{key}` with Range (206 + Content-Range). Safetensors files are virtual: the
+header bytes are built from the snapshot and the data section reads as zeros, so a 100 GB model
+costs nothing. Every request is logged (host, path, Range, whether Authorization came).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+VALID_TOKEN = "hf_fake_valid_token_0123456789"
+
+
+@dataclass
+class VirtualFile:
+    """A file whose first bytes are `head` and whose remaining `size - len(head)` bytes are zeros."""
+
+    head: bytes
+    size: int
+
+    def read(self, first: int, last: int) -> bytes:
+        last = min(last, self.size - 1)
+        if first > last:
+            return b""
+        out = self.head[first : last + 1]
+        return out + b"\0" * (last + 1 - first - len(out))
+
+
+def safetensors_head(header: dict[str, Any]) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    sha: str
+    files: dict[str, VirtualFile]
+    refs: dict[str, str] = field(default_factory=dict)
+    gated: bool = False
+
+
+@dataclass
+class Logged:
+    host: str
+    path: str
+    range: str | None
+    authorized: bool
+    status: int = 0
+
+
+def repo_from_snapshot(path: Path, repo_id: str | None = None, *, gated: bool = False) -> Repo:
+    snap = json.loads(path.read_text())
+    repo_id = repo_id or snap["source"]["repo_id"]
+    files: dict[str, VirtualFile] = {}
+    for name, obj in snap["json"].items():
+        body = json.dumps(obj, indent=2).encode()
+        files[name] = VirtualFile(body, len(body))
+    for name, entry in snap["headers"].items():
+        head = safetensors_head(entry["header"])
+        data_end = max((t["data_offsets"][1] for k, t in entry["header"].items() if k != "__metadata__"), default=0)
+        files[name] = VirtualFile(head, len(head) + data_end)
+    sha = snap.get("sha") or hashlib.sha1(repo_id.encode()).hexdigest()
+    return Repo(repo_id, sha, files, refs={"main": sha}, gated=gated)
+
+
+class FakeHub:
+    """Both servers, the repos they serve, the request log and the knobs tests turn."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.log: list[Logged] = []
+        self.lock = threading.Lock()
+        self.latency_s = 0.0
+        self.tree_page_size = 1000
+        self.omit_siblings = False
+        self.ignore_range = False
+        self.fail_next: list[tuple[int, dict[str, str]]] = []  # (status, headers) answered first
+        self._cdn_files: dict[str, VirtualFile] = {}
+        self.hub = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("hub"))
+        self.cdn = ThreadingHTTPServer(("127.0.0.2", 0), self._handler("cdn"))
+        for server in (self.hub, self.cdn):
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.hub.server_address[1]}"
+
+    @property
+    def cdn_base(self) -> str:
+        return f"http://127.0.0.2:{self.cdn.server_address[1]}"
+
+    def add(self, repo: Repo) -> Repo:
+        self.repos[repo.repo_id] = repo
+        return repo
+
+    def reset(self) -> None:
+        with self.lock:
+            self.log.clear()
+        self.latency_s = 0.0
+        self.tree_page_size = 1000
+        self.omit_siblings = False
+        self.ignore_range = False
+        self.fail_next.clear()
+
+    def close(self) -> None:
+        for server in (self.hub, self.cdn):
+            server.shutdown()
+            server.server_close()
+
+    # -- request handling ------------------------------------------------------------------------
+
+    def _handler(self, role: str) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                entry = Logged(role, self.path, self.headers.get("Range"), "Authorization" in self.headers)
+                with hub.lock:
+                    hub.log.append(entry)
+                if hub.latency_s:
+                    time.sleep(hub.latency_s)
+                status, headers, body = hub._answer(role, self)
+                entry.status = status
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def _answer(self, role: str, req: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            if self.fail_next:
+                status, headers = self.fail_next.pop(0)
+                return status, headers, b""
+        url = urlsplit(req.path)
+        if role == "cdn":
+            return self._cdn(url.path, req.headers.get("Range"))
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        auth = req.headers.get("Authorization", "")
+        if parts[:2] == ["api", "models"]:
+            # /api/models/{org}/{name}/{revision|tree}/{rev}
+            if len(parts) >= 6 and parts[4] in ("revision", "tree"):
+                repo_id, kind, rev = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
+            elif len(parts) >= 5 and parts[3] in ("revision", "tree"):
+                repo_id, kind, rev = parts[2], parts[3], "/".join(parts[4:])
+            else:
+                return 404, {}, b"not an endpoint"
+            repo, err = self._repo(repo_id, rev, auth)
+            if err:
+                return err
+            if kind == "revision":
+                return self._revision(repo)
+            return self._tree(repo, parse_qs(url.query))
+        # /{org}/{name}/resolve/{rev}/{file} or /{name}/resolve/{rev}/{file}
+        i = parts.index("resolve") if "resolve" in parts else -1
+        if i not in (1, 2) or len(parts) < i + 3:
+            return 404, {}, b"not an endpoint"
+        repo_id, rev, filename = "/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2 :])
+        repo, err = self._repo(repo_id, rev, auth)
+        if err:
+            return err
+        f = repo.files.get(filename)
+        if f is None:
+            return 404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}, b""
+        if filename.endswith(".safetensors"):
+            key = hashlib.sha256(f"{repo.repo_id}/{filename}".encode()).hexdigest()
+            location = f"{self.cdn_base}/cdn/{key}?X-Amz-Signature=fake"
+            self._cdn_files[key] = f
+            return 302, {"Location": location}, b""
+        return self._ranged(f, req.headers.get("Range"))
+
+    def _cdn(self, path: str, range_header: str | None) -> tuple[int, dict[str, str], bytes]:
+        key = path.rsplit("/", 1)[-1]
+        f = self._cdn_files.get(key)
+        if f is None:
+            return 403, {}, b"signature expired"
+        return self._ranged(f, range_header)
+
+    def _ranged(self, f: VirtualFile, range_header: str | None) -> tuple[int, dict[str, str], bytes]:
+        if range_header and not self.ignore_range:
+            spec = range_header.removeprefix("bytes=")
+            first_s, _, last_s = spec.partition("-")
+            first, last = int(first_s), int(last_s) if last_s else f.size - 1
+            if first >= f.size:
+                return 416, {"Content-Range": f"bytes */{f.size}"}, b""
+            last = min(last, f.size - 1)
+            return 206, {"Content-Range": f"bytes {first}-{last}/{f.size}"}, f.read(first, last)
+        if f.size > 64 * 1024 * 1024:
+            # Never build a multi-GB body in memory: a client reading it all would hang the test.
+            return 200, {}, f.read(0, 64 * 1024 * 1024 - 1)
+        return 200, {}, f.read(0, f.size - 1)
+
+    def _repo(self, repo_id: str, rev: str, auth: str) -> tuple[Repo, None] | tuple[None, tuple]:
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            # The Hub answers 401 for a repo that does not exist (or is private) when anonymous.
+            return None, (401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, b"")
+        if repo.gated and auth != f"Bearer {VALID_TOKEN}":
+            msg = "Access to model is restricted. You must have access to it and be authenticated."
+            return None, (401, {"X-Error-Code": "GatedRepo", "X-Error-Message": msg}, b"")
+        if rev not in repo.refs and rev != repo.sha:
+            return None, (404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"}, b"")
+        return repo, None
+
+    def _revision(self, repo: Repo) -> tuple[int, dict[str, str], bytes]:
+        info: dict[str, Any] = {"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha,
+                                "gated": "auto" if repo.gated else False}
+        if not self.omit_siblings:
+            info["siblings"] = [{"rfilename": n, "size": f.size} for n, f in sorted(repo.files.items())]
+        return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
+
+    def _tree(self, repo: Repo, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        names = sorted(repo.files)
+        start = int(query.get("cursor", ["0"])[0])
+        page = names[start : start + self.tree_page_size]
+        entries = [{"type": "file", "path": n, "size": repo.files[n].size, "oid": "0" * 40} for n in page]
+        headers = {"Content-Type": "application/json"}
+        if start + self.tree_page_size < len(names):
+            nxt = f"/api/models/{repo.repo_id}/tree/{quote(repo.sha)}?cursor={start + self.tree_page_size}"
+            headers["Link"] = f'<{self.endpoint}{nxt}>; rel="next"'
+        return 200, headers, json.dumps(entries).encode()
