@@ -185,11 +185,12 @@ def to_snapshot(cp: Checkpoint) -> dict[str, Any]:
     }
 
 
-def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str]) -> None:
+def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
     """Write a snapshot file (atomically: a reader never sees half a file)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(to_snapshot(cp), f, indent=1, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)

@@ -130,10 +130,10 @@ class HubClient:
     # -- one request -------------------------------------------------------------------------
 
     def get(self, url: str, *, what: str, byte_range: tuple[int, int] | None = None,
-            expire_never: bool = False) -> Response:
+            expire_never: bool = False, force: bool = False) -> Response:
         """GET `url`, following redirects by hand; `byte_range` is (first, last), both inclusive."""
         for _ in range(MAX_REDIRECTS + 1):
-            r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never)
+            r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never, force=force)
             if r.status in (301, 302, 303, 307, 308):
                 location = r.headers.get("Location")
                 if not location:
@@ -145,7 +145,7 @@ class HubClient:
         raise NetworkError(f"{what}: more than {MAX_REDIRECTS} redirects")
 
     def _get_once(self, url: str, *, what: str, byte_range: tuple[int, int] | None,
-                  expire_never: bool) -> Response:
+                  expire_never: bool, force: bool) -> Response:
         import requests
         from requests_cache import NEVER_EXPIRE
 
@@ -158,8 +158,8 @@ class HubClient:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         session = self.range_session if byte_range is not None else self.meta_session
         kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never else {}
-        if self.refresh and not self.offline:
-            kwargs["refresh"] = True
+        if force and not self.offline:
+            kwargs["force_refresh"] = True
         delay = 0.5
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -195,7 +195,8 @@ class HubClient:
     def revision_info(self, repo_id: str, revision: str) -> tuple[str, dict[str, int | None]]:
         """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
         url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
-        r = self.get(url, what=f"{repo_id}@{revision}", expire_never=bool(SHA_RE.match(revision)))
+        pinned = bool(SHA_RE.match(revision))
+        r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
         info = _json_body(r, f"revision info of {repo_id}")
         sha = info.get("sha")
@@ -363,10 +364,10 @@ def predict_header_bytes(tensor_names: list[str]) -> int:
     """Predict a shard's header length from the names the index lists for it.
 
     Each entry is `"name":{"dtype":"BF16","shape":[..],"data_offsets":[..,..]},`: the name plus
-    about 70 bytes for a 2-D shape and 11-digit offsets; plus the `__metadata__` entry and 8 bytes
+    about 85 bytes for a 2-D shape of 4-digit dims and 12-digit offsets; plus the `__metadata__` entry and 8 bytes
     of length prefix. Slightly generous so a second read is rare.
     """
-    return PREFIX_BYTES + 128 + sum(len(n) + 80 for n in tensor_names)
+    return PREFIX_BYTES + 128 + sum(len(n) + 90 for n in tensor_names)
 
 
 def read_hub(source: Source, *, token: str | bool | None = None, offline: bool | None = None,
@@ -506,17 +507,14 @@ def _load_saved(repo_id: str, sha: str, revision: str) -> Checkpoint | None:
 
 
 def _save(cp: Checkpoint) -> None:
-    from .cache import _private_dir, _private_file, snapshot_path
+    from .cache import _private_dir, snapshot_path
     from .checkpoint import save_snapshot
 
     assert cp.repo_id and cp.sha
     path = snapshot_path(cp.repo_id, cp.sha)
     try:
         _private_dir(path.parent)
-        tmp = path.with_name(path.name + f".{os.getpid()}.part")
-        _private_file(tmp)
-        save_snapshot(cp, tmp)
-        os.replace(tmp, path)
+        save_snapshot(cp, path, mode=0o600)
     except OSError:
         pass  # an unwritable cache only costs speed
 

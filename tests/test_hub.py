@@ -1,0 +1,276 @@
+"""The Hub reader against the fake Hub: round trips, cache, tokens, errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fakehub import VALID_TOKEN
+
+from inspector import inspect_model
+from inspector.cli import run
+from inspector.errors import (
+    AuthError,
+    EntryNotFound,
+    GatedRepo,
+    NetworkError,
+    OfflineMiss,
+    RepoNotFound,
+    RevisionNotFound,
+)
+from inspector.hub import hub_url, predict_header_bytes
+
+LLAMA2 = "meta-llama/Llama-2-7b-hf"
+QWEN110 = "Qwen/Qwen1.5-110B"
+
+
+def test_hub_url_quotes_the_revision_whole() -> None:
+    assert hub_url("o/m", revision="refs/pr/1", filename="a b.json", base="http://h") == (
+        "http://h/o/m/resolve/refs%2Fpr%2F1/a%20b.json"
+    )
+    assert hub_url("o/m", revision="main", api="revision", base="http://h/") == "http://h/api/models/o/m/revision/main"
+
+
+def test_endpoint_is_read_at_call_time(fake_hub, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(NetworkError):
+        inspect_model("openai-community/gpt2")
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
+
+
+def test_llama2_json_through_the_cli(fake_hub, monkeypatch, capsys) -> None:
+    import json
+
+    monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+    assert run([LLAMA2, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parameters"]["total"] == 6_738_415_616
+    assert out["revision"] == fake_hub.repos[LLAMA2].sha
+
+
+def layers(log) -> dict[str, int]:
+    kinds = {"api": 0, "resolve": 0, "cdn": 0}
+    for e in log:
+        kinds["cdn" if e.host == "cdn" else "api" if e.path.startswith("/api/") else "resolve"] += 1
+    return kinds
+
+
+def test_cold_run_is_three_layers_and_warm_runs_send_nothing(fake_hub) -> None:
+    repo = fake_hub.repos[QWEN110]
+    shards = [n for n in repo.files if n.endswith(".safetensors")]
+    inspect_model(QWEN110)
+    # 1 revision call; config + 45 shard resolves; 45 CDN reads, each header read whole at once.
+    assert layers(fake_hub.log) == {"api": 1, "resolve": 1 + len(shards), "cdn": len(shards)}
+    assert all(e.range and e.range.startswith("bytes=0-") for e in fake_hub.log if e.host == "cdn")
+    fake_hub.log.clear()
+    inspect_model(QWEN110)  # branch, within its expiry: nothing sent
+    inspect_model(QWEN110, revision=repo.sha)  # pinned: nothing sent, ever
+    assert fake_hub.log == []
+
+
+def test_refresh_asks_again(fake_hub) -> None:
+    inspect_model("openai-community/gpt2")
+    fake_hub.log.clear()
+    inspect_model("openai-community/gpt2", refresh=True)
+    assert any(e.path.startswith("/api/") for e in fake_hub.log)
+
+
+def test_prediction_reads_each_header_in_one_range(fake_hub) -> None:
+    inspect_model("mistralai/Mixtral-8x7B-v0.1")
+    cdn = [e for e in fake_hub.log if e.host == "cdn"]
+    assert cdn and all(e.status == 206 for e in cdn)
+    assert len(cdn) == len({e.path for e in cdn})  # no second read of any shard
+
+
+def test_long_header_gets_exactly_one_more_read(fake_hub, monkeypatch) -> None:
+    import inspector.hub as hub
+
+    monkeypatch.setattr(hub, "SPECULATIVE_HEADER_BYTES", 1024)  # gpt2's header is ~14 KB
+    report = inspect_model("openai-community/gpt2")
+    assert report.parameters.total_params == 124_439_808
+    ranges = [e.range for e in fake_hub.log if e.host == "cdn"]
+    assert ranges[0] == "bytes=0-1023"
+    assert len(ranges) == 2 and ranges[1].startswith("bytes=1024-")
+
+
+def test_predicted_size_covers_real_headers() -> None:
+    names = [f"model.layers.{i}.self_attn.q_proj.weight" for i in range(100)]
+    # A real entry: "name":{"dtype":"BF16","shape":[8192,8192],"data_offsets":[123456789012,123456789013]},
+    entry = len('"":{"dtype":"BF16","shape":[8192,8192],"data_offsets":[123456789012,123456789013]},')
+    assert predict_header_bytes(names) >= 8 + sum(len(n) + entry for n in names)
+
+
+def test_server_ignoring_range_still_gives_the_exact_count(fake_hub) -> None:
+    fake_hub.ignore_range = True
+    assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
+
+
+def test_token_goes_to_the_hub_only_and_never_into_the_cache(fake_hub, tmp_path) -> None:
+    report = inspect_model(LLAMA2, token=VALID_TOKEN)
+    assert report.parameters.total_params == 6_738_415_616
+    hub_requests = [e for e in fake_hub.log if e.host == "hub"]
+    cdn_requests = [e for e in fake_hub.log if e.host == "cdn"]
+    assert hub_requests and all(e.authorized for e in hub_requests)
+    assert cdn_requests and not any(e.authorized for e in cdn_requests)
+    cache = Path(os.environ["HFMEM_CACHE_DIR"])
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        assert VALID_TOKEN.encode() not in p.read_bytes(), p
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+def test_gated_without_token(fake_hub) -> None:
+    with pytest.raises(GatedRepo, match="request access at .*meta-llama/Llama-2-7b-hf, then set HF_TOKEN"):
+        inspect_model(LLAMA2)
+
+
+def test_gated_with_a_token_that_has_no_access(fake_hub) -> None:
+    with pytest.raises(GatedRepo, match="your token has no access"):
+        inspect_model(LLAMA2, token="hf_someone_else")
+
+
+def test_token_from_hf_token_variable_and_from_stored_login(fake_hub, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+    assert inspect_model(LLAMA2).parameters.total_params == 6_738_415_616
+    monkeypatch.delenv("HF_TOKEN")
+    import huggingface_hub.constants as c
+
+    Path(c.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
+    Path(c.HF_TOKEN_PATH).write_text(VALID_TOKEN)
+    assert inspect_model("meta-llama/Meta-Llama-3-8B").parameters.total_params == 8_030_261_248
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["nobody/nothing"], 4, "repo nobody/nothing not found on http://127.0.0.1"),
+        (["openai-community/gpt2", "--revision", "v9"], 4, "revision 'v9' not found in openai-community/gpt2"),
+        ([LLAMA2], 5, "meta-llama/Llama-2-7b-hf is gated: request access"),
+    ],
+)
+def test_error_exit_codes(fake_hub, capsys, args, code, message) -> None:
+    assert run(args) == code
+    err = capsys.readouterr().err
+    assert err.startswith("hfmem: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_file_in_a_blob_url(fake_hub) -> None:
+    with pytest.raises(EntryNotFound, match="no file 'nope.safetensors'"):
+        inspect_model(f"{fake_hub.endpoint}/openai-community/gpt2/blob/main/nope.safetensors")
+
+
+def test_single_file_from_a_blob_url(fake_hub) -> None:
+    r = inspect_model(f"{fake_hub.endpoint}/openai-community/gpt2/blob/main/model.safetensors")
+    assert r.parameters.total_params == 124_439_808
+
+
+def test_unreachable_hub_exits_7(monkeypatch, capsys) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connection refused
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    assert run(["openai-community/gpt2"]) == 7
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_hung_server_is_abandoned_within_the_timeout(monkeypatch) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts, never answers
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(8)], daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
+    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    start = time.monotonic()
+    with pytest.raises(NetworkError, match="timed out"):
+        inspect_model("openai-community/gpt2")
+    assert time.monotonic() - start < 4 * 0.5 + 5  # every attempt times out; a wide margin
+    listener.close()
+
+
+def test_retries_5xx_and_429_with_retry_after(fake_hub, monkeypatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("inspector.hub.time.sleep", slept.append)
+    fake_hub.fail_next += [(503, {}), (429, {"Retry-After": "2"})]
+    assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
+    assert 2.0 in slept
+
+
+def test_retries_are_bounded(fake_hub, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    fake_hub.fail_next += [(502, {})] * 10
+    assert run(["openai-community/gpt2"]) == 7
+    assert "HTTP 502" in capsys.readouterr().err
+
+
+def test_tree_api_pagination_when_no_file_list(fake_hub) -> None:
+    fake_hub.omit_siblings = True
+    fake_hub.tree_page_size = 10
+    report = inspect_model(QWEN110)
+    assert report.parameters.total_params == 111_209_914_368
+    pages = [e for e in fake_hub.log if "/tree/" in e.path]
+    assert len(pages) == 5  # 45 shards + config.json = 46 files, 10 a page
+
+
+def test_offline_uses_last_resolved_branch_with_a_warning(fake_hub, monkeypatch, capsys) -> None:
+    inspect_model("openai-community/gpt2")
+    fake_hub.log.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run(["openai-community/gpt2"]) == 0
+    assert "may be stale" in capsys.readouterr().err
+    assert fake_hub.log == []
+
+
+def test_offline_miss_exits_8(fake_hub, capsys) -> None:
+    assert run(["openai-community/gpt2", "--offline"]) == 8
+    err = capsys.readouterr().err
+    assert "offline" in err and "openai-community/gpt2" in err
+    assert fake_hub.log == []
+
+
+def test_offline_reads_the_local_hf_cache(tmp_path, monkeypatch, capsys) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    sha = "b" * 40
+    repo = Path(os.environ["HF_HOME"]) / "hub" / "models--someone--tiny"
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    save_file({"w": np.zeros((3, 4), np.float16)}, str(repo / "snapshots" / sha / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert inspect_model("someone/tiny").parameters.total_params == 12
+
+
+def test_revision_with_slashes_reaches_the_hub_quoted(fake_hub) -> None:
+    repo = fake_hub.repos["openai-community/gpt2"]
+    repo.refs["refs/pr/1"] = repo.sha
+    try:
+        assert inspect_model("openai-community/gpt2", revision="refs/pr/1").checkpoint.sha == repo.sha
+        assert any("/revision/refs%2Fpr%2F1" in e.path for e in fake_hub.log)
+    finally:
+        del repo.refs["refs/pr/1"]
+
+
+def test_invalid_token_is_reported_as_auth_error() -> None:
+    from inspector.hub import Response, raise_for_hub_status
+
+    r = Response(401, {"X-Error-Message": "Invalid credentials in Authorization header"}, b"", "http://h/x", False)
+    with pytest.raises(AuthError, match="refused the token"):
+        raise_for_hub_status(r, repo_id="o/m", revision="main", authenticated=True)
+
+
+def test_error_types_are_the_documented_ones() -> None:
+    assert issubclass(RepoNotFound, Exception) and issubclass(RevisionNotFound, Exception)
+    assert OfflineMiss.exit_code == 8
