@@ -115,7 +115,7 @@ def quant_scheme(qc: Mapping[str, Any] | None) -> QuantScheme | None:
 _BUFFER_SUFFIXES = (".inv_freq", ".masked_bias", ".position_ids", "._float_tensor")
 _MASK_NAMES = re.compile(r"(^|\.)(attn|attention)\.bias$")
 _QUANT_AUX_SUFFIXES = {
-    "gptq": (".qzeros", ".scales", ".g_idx"),
+    "gptq": (".qzeros", ".scales", ".g_idx"),  # and padding biases, see is_gptq_padding_bias
     "awq": (".qzeros", ".scales"),
     "fp8": (".weight_scale_inv", ".weight_scale", ".input_scale", ".k_scale", ".v_scale"),
     "compressed-tensors": (
@@ -127,7 +127,33 @@ _QUANT_AUX_SUFFIXES = {
 }
 
 
-def classify(t: TensorInfo, scheme: QuantScheme | None) -> tuple[TensorKind, int, str]:
+# AutoGPTQ's make_quant builds every QuantLinear with bias=True (auto_gptq/utils/import_utils +
+# nn_modules/qlinear), so GPTQ checkpoints of bias-free architectures store an all-zero F16 bias per
+# quantized linear. Those are padding, not the model's parameters. Which Llama-style projections
+# really have a bias is in the config: `attention_bias` / `mlp_bias` (LlamaConfig), and Qwen2's
+# q/k/v projections always have one (Qwen2Attention: bias=True for q/k/v only).
+_LLAMA_STYLE_BIAS = re.compile(r"\.(self_attn\.(?P<attn>[qkvo])_proj|mlp\.(?P<mlp>gate|up|down)_proj)\.bias$")
+_QKV_BIAS_MODEL_TYPES = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl")
+
+
+def is_gptq_padding_bias(name: str, config: Mapping[str, Any]) -> bool:
+    """True for the all-zero bias AutoGPTQ stores beside a quantized linear that has none.
+
+    >>> is_gptq_padding_bias("model.layers.0.mlp.down_proj.bias", {"model_type": "llama"})
+    True
+    """
+    m = _LLAMA_STYLE_BIAS.search(name)
+    if not m:
+        return False
+    if m["mlp"]:
+        return not config.get("mlp_bias", False)
+    if config.get("attention_bias", False):
+        return False
+    return not (m["attn"] in "qkv" and config.get("model_type") in _QKV_BIAS_MODEL_TYPES)
+
+
+def classify(t: TensorInfo, scheme: QuantScheme | None,
+             config: Mapping[str, Any] | None = None) -> tuple[TensorKind, int, str]:
     """(kind, logical parameters, dtype label) of one tensor.
 
     >>> classify(TensorInfo("h.0.attn.bias", "F32", (1, 1, 4, 4), 0, 64), None)[0]
@@ -150,6 +176,8 @@ def classify(t: TensorInfo, scheme: QuantScheme | None) -> tuple[TensorKind, int
     if name.endswith(aux):
         return TensorKind.QUANT_AUX, 0, t.dtype
     bits = scheme.bits or 4
+    if method == "gptq" and is_gptq_padding_bias(name, config or {}):
+        return TensorKind.QUANT_AUX, 0, t.dtype
     if method in ("gptq", "awq") and name.endswith(".qweight"):
         # GPTQ packs 32/bits weights into each int32 along the input dim, AWQ along the output dim.
         return TensorKind.PARAMETER, t.elements * DTYPE_BITS[t.dtype] // bits, f"INT{bits}"
@@ -170,6 +198,7 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
     scheme = quant_scheme(cp.quantization_config)
     if cp.plan.format == "pytorch":
         return _derived_count(cp, scheme)
+    config = cp.config
     by_dtype: Counter[str] = Counter()
     stored_by_dtype: Counter[str] = Counter()
     buffers = quant = 0
@@ -178,7 +207,7 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
         header = cp.headers[fname]
         f_params = f_elems = 0
         for t in header.tensors:
-            kind, logical, label = classify(t, scheme)
+            kind, logical, label = classify(t, scheme, config)
             stored_by_dtype[t.dtype] += t.elements
             f_elems += t.elements
             if kind is TensorKind.PARAMETER:

@@ -109,10 +109,10 @@ def _local_source(path: Path, revision: str | None) -> Source:
         raise UsageError("--revision applies to Hub repos, not to a local file")
     if path.suffix == ".safetensors":
         return Source(SourceKind.LOCAL_FILE, path=path)
-    if path.suffix == ".json":
+    if path.name.endswith((".json", ".json.gz")):
         return Source(SourceKind.SNAPSHOT, path=path)
     raise UsageError(
-        f"{path}: not a .safetensors file, a model directory or an hfmem snapshot (.json)"
+        f"{path}: not a .safetensors file, a model directory or an hfmem snapshot (.json, .json.gz)"
     )
 
 

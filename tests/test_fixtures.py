@@ -16,15 +16,15 @@ from inspector import inspect_model
 
 
 def decoder(*, vocab: int, hidden: int, layers: int, inter: int, heads: int, kv_heads: int, head_dim: int,
-            tied: bool = False, qkv_bias: bool = False, experts: int = 0) -> int:
+            tied: bool = False, qkv_bias: bool = False, experts: int = 0, norms_per_layer: int = 2) -> int:
     """A Llama-style decoder: q/k/v/o, gated MLP (3 matrices, per expert for MoE, plus a router),
-    two RMSNorms per layer, a final norm, embeddings and (untied) lm_head."""
+    RMSNorms per layer (2; Gemma 2 has 4), a final norm, embeddings and (untied) lm_head."""
     q, kv = heads * head_dim, kv_heads * head_dim
     attn = hidden * q + 2 * hidden * kv + q * hidden + ((q + 2 * kv) if qkv_bias else 0)
     mlp = 3 * hidden * inter
     if experts:
         mlp = experts * mlp + hidden * experts
-    per_layer = attn + mlp + 2 * hidden
+    per_layer = attn + mlp + norms_per_layer * hidden
     return layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
 
 
@@ -72,6 +72,15 @@ EXPECTED = {
         decoder(vocab=32064, hidden=3072, layers=32, inter=8192, heads=32, kv_heads=32, head_dim=96),
         None, 7_642_159_104,
     ),
+    # Public count 9,241,705,984 (9.24B); head_dim 256 is not hidden/heads; tied embeddings.
+    "google/gemma-2-9b-it": (
+        decoder(vocab=256000, hidden=3584, layers=42, inter=14336, heads=16, kv_heads=8, head_dim=256,
+                tied=True, norms_per_layer=4),
+        None, None,
+    ),
+    # GPTQ 4-bit: the packed int32 weights count as the 8 weights each holds, so the total is the
+    # base model's; qzeros, scales and g_idx are stored but are not parameters.
+    "TheBloke/Llama-2-7B-GPTQ": (LLAMA2_7B, None, None),
     # Public count 124,439,808; the file also holds 12 causal masks of 1024 x 1024, all F32.
     "openai-community/gpt2": (124_439_808, 124_439_808 + 12 * 1024 * 1024, 137_022_720 * 4),
     "llava-hf/llava-1.5-7b-hf": (
@@ -102,7 +111,10 @@ def check(report, repo_id: str) -> None:
     total, stored, nbytes = EXPECTED[repo_id]
     p = report.parameters
     assert p.total_params == total
-    assert p.stored_elements == (stored if stored is not None else total + p.quantization_elements)
+    if stored is not None:
+        assert p.stored_elements == stored
+    elif not p.quant_method:
+        assert p.stored_elements == total + p.buffer_elements
     if nbytes is not None:
         assert p.weights_bytes == nbytes
 

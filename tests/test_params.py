@@ -184,3 +184,36 @@ def test_malformed_config_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="config.json is not valid JSON"):
         inspect_model(str(tmp_path))
+
+
+def test_snapshot_round_trip_plain_and_gzip(tmp_path: Path) -> None:
+    from inspector.checkpoint import load_snapshot, save_snapshot
+
+    d = model_dir(tmp_path, {"w": np.zeros((4, 8), np.float16)}, {"model_type": "llama"})
+    report = inspect_model(str(d))
+    for name in ("s.json", "s.json.gz"):
+        save_snapshot(report.checkpoint, tmp_path / name)
+        again = inspect_model(str(tmp_path / name))
+        assert again.parameters == report.parameters
+        assert again.checkpoint.config == {"model_type": "llama"}
+    assert (tmp_path / "s.json.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"{not json", "not a valid JSON file"),
+        (b'{"format": "something-else"}', "not an hfmem snapshot"),
+        (b'{"format": "hfmem-snapshot/1", "files": {}}', "malformed snapshot"),
+        (
+            b'{"format": "hfmem-snapshot/1", "files": {"model.safetensors": 100}, "json": {}, "headers": {}}',
+            "lacks the header",
+        ),
+    ],
+)
+def test_bad_snapshot_files(tmp_path: Path, content: bytes, message: str) -> None:
+    from inspector.errors import DataError, NotFoundError
+
+    (tmp_path / "snap.json").write_bytes(content)
+    with pytest.raises((DataError, NotFoundError), match=message):
+        inspect_model(str(tmp_path / "snap.json"))
