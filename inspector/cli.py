@@ -98,7 +98,9 @@ FormatOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Shortcut for --format json.")]
 OfflineOpt = Annotated[
     bool,
-    typer.Option("--offline", help="Answer from the cache alone (also HF_HUB_OFFLINE=1); exit 8 if something is missing."),
+    typer.Option(
+        "--offline", help="Answer from the cache alone (also HF_HUB_OFFLINE=1); exit 8 if something is missing."
+    ),
 ]
 RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Revalidate cached Hub answers instead of trusting them.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hints on stderr.")]

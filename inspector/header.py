@@ -217,7 +217,9 @@ def header_from_dict(
     for t in tensors:
         if t.begin_offset != position:
             kind = "overlaps the previous tensor" if t.begin_offset < position else "leaves a hole"
-            raise HeaderError(f"tensor {t.name!r}: data_offsets {kind} (starts at {t.begin_offset:,}, expected {position:,})")
+            raise HeaderError(
+                f"tensor {t.name!r}: data_offsets {kind} (starts at {t.begin_offset:,}, expected {position:,})"
+            )
         position = t.end_offset
     if file_bytes is not None and PREFIX_BYTES + header_bytes + position != file_bytes:
         raise HeaderError(

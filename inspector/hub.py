@@ -462,8 +462,10 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             for s in extra:
                 if s not in files:
                     raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s}, which is not in the repo")
-            for s, h in zip(extra, pool.map(lambda s: client.read_header(repo_id, sha, s, SPECULATIVE_HEADER_BYTES), extra)):
-                headers[s] = h
+            def read_extra(shard: str) -> Header:
+                return client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES)
+
+            headers.update(zip(extra, pool.map(read_extra, extra), strict=True))
 
     for name, h in headers.items():
         listing[name] = h.file_bytes if h.file_bytes is not None else listing.get(name)
@@ -478,7 +480,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         sha=sha,
         warnings=tuple(warnings),
     )
-    cp.weight_files  # validates the index before anything is saved
+    _ = cp.weight_files  # validates the index before anything is saved
     if not source.filename:
         _save(cp)
     return cp

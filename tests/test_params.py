@@ -187,7 +187,7 @@ def test_malformed_config_json(tmp_path: Path) -> None:
 
 
 def test_snapshot_round_trip_plain_and_gzip(tmp_path: Path) -> None:
-    from inspector.checkpoint import load_snapshot, save_snapshot
+    from inspector.checkpoint import save_snapshot
 
     d = model_dir(tmp_path, {"w": np.zeros((4, 8), np.float16)}, {"model_type": "llama"})
     report = inspect_model(str(d))

@@ -1,0 +1,193 @@
+"""The CLI: exact output, exit codes, stdout/stderr discipline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, snapshot_path
+from safetensors.numpy import save_file
+
+from inspector import __version__
+from inspector.cli import run
+
+QWEN = str(snapshot_path("Qwen/Qwen1.5-110B").relative_to(ROOT))
+GPT2 = str(snapshot_path("openai-community/gpt2").relative_to(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def in_root(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def test_table_is_exact(capsys) -> None:
+    assert run([QWEN]) == 0
+    out, err = capsys.readouterr()
+    assert out == (
+        "Qwen/Qwen1.5-110B @ main (fixtures/snapshots/Qwen--Qwen1.5-110B.json)\n"
+        "\n"
+        "Parameters       111,209,914,368  111.21 B  BF16\n"
+        "Stored elements  111,209,914,368\n"
+        "Weights (bytes)  222,419,828,736  207.14 GiB  in 45 safetensors files\n"
+    )
+    assert err == ""
+
+
+def test_table_with_buffers_and_files(capsys) -> None:
+    assert run([GPT2, "--files"]) == 0
+    assert capsys.readouterr().out == (
+        "openai-community/gpt2 @ main 607a30d783df (fixtures/snapshots/openai-community--gpt2.json)\n"
+        "\n"
+        "Parameters                124,439,808  124.44 M  F32\n"
+        "Buffers (not parameters)   12,582,912\n"
+        "Stored elements           137,022,720\n"
+        "Weights (bytes)           548,090,880  0.51 GiB  in 1 safetensors file\n"
+        "\n"
+        "file                 parameters        bytes\n"
+        "-----------------  ------------  -----------  --------\n"
+        "model.safetensors   124,439,808  548,090,880  0.51 GiB\n"
+    )
+
+
+def test_quantized_table_names_packed_formats(capsys) -> None:
+    assert run([str(snapshot_path("openai/gpt-oss-20b"))]) == 0
+    out = capsys.readouterr().out
+    assert "  MXFP4                    19,110,297,600  19.11 B\n" in out
+    assert "Quantization scales/zeros     597,196,800\n" in out
+    assert "note: quantized checkpoint (mxfp4)" in out
+
+
+def test_markdown(capsys) -> None:
+    assert run([QWEN, "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Qwen/Qwen1.5-110B @ main")
+    assert "| Parameters      | 111,209,914,368 | 111.21 B  BF16" in out
+
+
+def test_json_contract(capsys) -> None:
+    assert run([GPT2, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "hfmem/1"
+    assert doc["tool"] == {"name": "hfmem", "version": __version__}
+    assert doc["model"] == "openai-community/gpt2"
+    assert doc["revision"] == "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+    assert doc["parameters"]["total"] == 124_439_808
+    assert doc["parameters"]["by_dtype"] == {"F32": 124_439_808}
+    assert doc["parameters"]["stored_elements"] == 137_022_720
+    assert doc["weights_bytes"] == 548_090_880
+    assert doc["files"] == [
+        {"file": "model.safetensors", "parameters": 124_439_808, "stored_elements": 137_022_720,
+         "bytes": 548_090_880}
+    ]
+    assert run([GPT2, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+
+
+def test_version(capsys) -> None:
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out == f"hfmem {__version__}\n"
+
+
+def test_help_says_a_path_wins(capsys) -> None:
+    assert run(["inspect", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "An existing path on disk wins over a repo id" in " ".join(out.split())
+    assert run(["--help"]) == 0
+    assert "inspect" in capsys.readouterr().out
+
+
+def test_default_command_takes_options_first(capsys) -> None:
+    assert run(["--json", GPT2]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 124_439_808
+
+
+def test_save_snapshot_then_read_it_back(tmp_path, capsys) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    save_file({"w": np.zeros((4, 8), np.float16)}, str(d / "model.safetensors"))
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    snap = tmp_path / "m.json"
+    assert run([str(d), "--json", "--save-snapshot", str(snap)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert run([str(snap), "--json", "-q"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["parameters"] == first["parameters"] == {
+        "total": 32, "by_dtype": {"F16": 32}, "stored_elements": 32, "stored_by_dtype": {"F16": 32},
+        "buffers": 0, "quantization_elements": 0, "derived": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "make,code,message",
+    [
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x01\x02"), 6, "file too short"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 16), 6, "exceeds the spec's limit"),
+        (lambda d: (d / "x.gguf").write_bytes(b"GGUF"), 6, "found only 1 GGUF file"),
+        (lambda d: (d / "README.md").write_text("x"), 4, "no weight files"),
+    ],
+)
+def test_bad_local_models_exit_codes(tmp_path, capsys, make, code, message) -> None:
+    make(tmp_path)
+    assert run([str(tmp_path)]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("hfmem: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args,code",
+    [
+        (["--bogus", GPT2], 2),
+        ([GPT2, "--format", "xml"], 2),
+        (["inspect"], 2),
+        (["not a repo!"], 2),
+        (["./no/such/dir"], 4),
+        ([GPT2, "--revision", "main"], 2),
+    ],
+)
+def test_usage_and_not_found_exit_codes(args, code, capsys) -> None:
+    assert run(args) == code
+    assert capsys.readouterr().out == ""
+
+
+def test_internal_errors_are_one_line_and_exit_1(monkeypatch, capsys) -> None:
+    def boom(*a, **k):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr("inspector.api.count_parameters", boom)
+    assert run([GPT2]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hfmem: error: internal error (ZeroDivisionError: bug)") and err.count("\n") == 1
+
+
+def test_console_script_and_pipes() -> None:
+    # The real entry point, in a subprocess: exit code and stdout as a shell sees them.
+    proc = subprocess.run([sys.executable, "-c", "from inspector.cli import main; main()", GPT2, "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["parameters"]["total"] == 124_439_808
+    proc = subprocess.run([sys.executable, "-c", "from inspector.cli import main; main()", "nope/../x"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 4 and proc.stdout == ""
+
+
+def test_import_is_cheap() -> None:
+    heavy = "('requests', 'requests_cache', 'typer', 'tabulate')"
+    code = f"import sys, inspector; print(sorted(m for m in {heavy} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_snapshot_files_are_found_relative_to_cwd(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run([str(ROOT / GPT2), "-q"]) == 0
+    assert Path(ROOT / GPT2).exists()
+
+
+def test_no_color_help_has_no_escape_codes(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert run(["inspect", "--help"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
