@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ def read_checkpoint(
     token: str | bool | None = None,
     offline: bool | None = None,
     refresh: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Checkpoint:
     """Read what a Source points at: a snapshot file, a local model, or a Hub repo."""
     if source.kind is SourceKind.SNAPSHOT:
@@ -68,7 +70,7 @@ def read_checkpoint(
         return read_local(source)
     from .hub import read_hub
 
-    return read_hub(source, token=token, offline=offline, refresh=refresh)
+    return read_hub(source, token=token, offline=offline, refresh=refresh, progress=progress)
 
 
 def inspect_model(
@@ -78,14 +80,16 @@ def inspect_model(
     token: str | bool | None = None,
     offline: bool | None = None,
     refresh: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ModelReport:
     """Read a model's metadata and count it exactly.
 
     `model` is what a user would type: a path (directory, .safetensors file, snapshot .json), an
     `org/name` repo id or a Hub URL. `token`: a Hub token, False to send none, None to use
     `HF_TOKEN` or the stored login. `offline` (None: `HF_HUB_OFFLINE`) answers from the cache
-    alone; `refresh` revalidates cached answers. Raises an `inspector.errors.HfmemError` subclass on bad input.
+    alone; `refresh` asks the Hub again where a branch points; `progress(done, total)` is called
+    as shard headers arrive. Raises an `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision)
-    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh)
+    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress)
     return ModelReport(source, checkpoint, count_parameters(checkpoint))

@@ -111,3 +111,61 @@ def load_ref(repo_id: str, revision: str) -> str | None:
 
 def snapshot_path(repo_id: str, sha: str) -> Path:
     return cache_dir() / "snapshots" / _repo_folder(repo_id) / f"{sha}.json"
+
+
+# --- `hfmem cache info|clear|prune` ----------------------------------------------------------
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+
+
+def cache_info() -> dict[str, object]:
+    """What the cache holds: its folder, total bytes, HTTP responses, snapshots and branch refs."""
+    root = cache_dir()
+    info: dict[str, object] = {
+        "path": str(root),
+        "bytes": sum(p.stat().st_size for p in _files(root)),
+        "snapshots": len(list((root / "snapshots").rglob("*.json"))) if root.is_dir() else 0,
+        "refs": len(_files(root / "refs")),
+        "http_responses": 0,
+    }
+    db = root / "http.sqlite"
+    if db.is_file():
+        import sqlite3
+
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                (info["http_responses"],) = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
+        except sqlite3.Error:
+            info["http_responses"] = None  # not created yet, or damaged: `cache clear` rebuilds it
+    return info
+
+
+def clear_cache() -> int:
+    """Delete everything hfmem cached; returns the bytes freed. The HF cache is never touched."""
+    import shutil
+
+    root = cache_dir()
+    freed = sum(p.stat().st_size for p in _files(root))
+    if root.is_dir():
+        shutil.rmtree(root)
+    return freed
+
+
+def prune_cache(older_than_days: float) -> int:
+    """Drop expired HTTP responses and snapshots not used for `older_than_days`; returns bytes freed."""
+    import time
+
+    root = cache_dir()
+    before = sum(p.stat().st_size for p in _files(root))
+    cutoff = time.time() - older_than_days * 86400
+    for p in (root / "snapshots").rglob("*.json") if root.is_dir() else []:
+        if max(p.stat().st_atime, p.stat().st_mtime) < cutoff:
+            p.unlink(missing_ok=True)
+    if (root / "http.sqlite").is_file():
+        meta, ranged = build_sessions()
+        for s in (meta, ranged):
+            s.cache.delete(expired=True)
+            s.close()
+    return max(0, before - sum(p.stat().st_size for p in _files(root)))

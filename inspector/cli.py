@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -131,7 +133,10 @@ def inspect_cmd(
     from .api import inspect_model
     from .report import render_json, render_markdown, render_table
 
-    report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh)
+    with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as progress:
+        report = inspect_model(
+            model, revision=revision, token=token, offline=offline or None, refresh=refresh, progress=progress
+        )
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
 
@@ -145,6 +150,88 @@ def inspect_cmd(
         sys.stdout.write(render_markdown(report, files=files))
     else:
         sys.stdout.write(render_table(report, files=files))
+
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Inspect or empty hfmem's cache (HTTP answers and per-commit snapshots). "
+    "The Hugging Face cache itself is never touched.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info_cmd(json_: JsonOpt = False) -> None:
+    """Where the cache is and what it holds."""
+    import json
+
+    from .cache import cache_info
+
+    info = cache_info()
+    if json_:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    from .report import gib
+
+    size = info["bytes"]
+    assert isinstance(size, int)
+    sys.stdout.write(
+        f"path            {info['path']}\n"
+        f"size            {size:,} bytes ({gib(size)})\n"
+        f"snapshots       {info['snapshots']}\n"
+        f"branch refs     {info['refs']}\n"
+        f"HTTP responses  {info['http_responses']}\n"
+    )
+
+
+@cache_app.command("clear")
+def cache_clear_cmd(quiet: QuietOpt = False) -> None:
+    """Delete everything hfmem cached."""
+    from .cache import cache_dir, clear_cache
+
+    freed = clear_cache()
+    _hint(f"removed {cache_dir()} ({freed:,} bytes)", quiet)
+
+
+@cache_app.command("prune")
+def cache_prune_cmd(
+    older_than: Annotated[
+        float, typer.Option("--older-than", metavar="DAYS", help="Drop snapshots unused for DAYS days.", min=0)
+    ] = 30,
+    quiet: QuietOpt = False,
+) -> None:
+    """Drop expired HTTP answers and snapshots not used for a while."""
+    from .cache import prune_cache
+
+    freed = prune_cache(older_than)
+    _hint(f"freed {freed:,} bytes", quiet)
+
+
+#: Below this many shards the read is over before a bar would be worth drawing.
+PROGRESS_MIN_SHARDS = 8
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr for models with many shards (only on a terminal)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task: list[Any] = []
+
+        def update(done: int, total: int) -> None:
+            if total < PROGRESS_MIN_SHARDS:
+                return
+            if not task:
+                task.append(bar.add_task("reading safetensors headers", total=total))
+            bar.update(task[0], completed=done)
+
+        yield update
 
 
 def _hint(message: str, quiet: bool) -> None:

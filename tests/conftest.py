@@ -36,7 +36,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def snapshot_path(repo_id: str) -> Path:
-    return SNAPSHOTS / (repo_id.replace("/", "--") + ".json")
+    plain = SNAPSHOTS / (repo_id.replace("/", "--") + ".json")
+    return plain if plain.exists() else plain.with_name(plain.name + ".gz")
 
 
 def write_json(path: Path, obj: object) -> Path:
@@ -49,8 +50,8 @@ def fake_hub_server():
     from fakehub import FakeHub, repo_from_snapshot
 
     hub = FakeHub()
-    for path in sorted(SNAPSHOTS.glob("*.json")):
-        repo_id = json.loads(path.read_text())["source"]["repo_id"]
+    for path in sorted(SNAPSHOTS.glob("*.json*")):
+        repo_id = path.name.split(".json")[0].replace("--", "/", 1)
         # Meta's Llama repos are gated on the real Hub; so they are here.
         hub.add(repo_from_snapshot(path, gated=repo_id.startswith("meta-llama/")))
     yield hub

@@ -13,6 +13,7 @@ costs nothing. Every request is logged (host, path, Range, whether Authorization
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import struct
@@ -72,7 +73,8 @@ class Logged:
 
 
 def repo_from_snapshot(path: Path, repo_id: str | None = None, *, gated: bool = False) -> Repo:
-    snap = json.loads(path.read_text())
+    data = path.read_bytes()
+    snap = json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
     repo_id = repo_id or snap["source"]["repo_id"]
     files: dict[str, VirtualFile] = {}
     for name, obj in snap["json"].items():

@@ -13,20 +13,21 @@ from inspector.errors import ExitCode
 README = (ROOT / "README.md").read_text()
 
 
-def all_commands():
-    group = typer.main.get_command(app)
-    yield group
-    yield from group.commands.values()
+def all_commands(cmd=None, path="hfmem"):
+    cmd = cmd or typer.main.get_command(app)
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from all_commands(sub, f"{path} {name}")
 
 
 def test_every_command_and_option_is_documented() -> None:
-    for cmd in all_commands():
-        if cmd.name and cmd.name != "hfmem":
-            assert f"hfmem {cmd.name}" in README or f"`{cmd.name}`" in README, cmd.name
+    for path, cmd in all_commands():
+        if path != "hfmem":
+            assert path in README, path
         for param in cmd.params:
             for opt in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
                 if opt.startswith("-"):
-                    assert f"`{opt}" in README or f" {opt}" in README, f"{cmd.name}: {opt}"
+                    assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", README), f"{path}: {opt}"
 
 
 def test_every_exit_code_is_in_the_readme_table() -> None:

@@ -81,6 +81,15 @@ EXPECTED = {
     # GPTQ 4-bit: the packed int32 weights count as the 8 weights each holds, so the total is the
     # base model's; qzeros, scales and g_idx are stored but are not parameters.
     "TheBloke/Llama-2-7B-GPTQ": (LLAMA2_7B, None, None),
+    # FP8 with 128x128 block scales. The Hub API's per-dtype counts for deepseek-ai/DeepSeek-V3:
+    # BF16 3,918,786,560 + F8_E4M3 680,571,043,840 + F32 41,555,600 stored elements; the F32 are
+    # one `weight_scale_inv` per FP8 weight plus 59 MoE layers x 256 `e_score_correction_bias`.
+    # Bytes: the header byte sum published by simpx/model-inspect (fixtures/README.md).
+    "deepseek-ai/DeepSeek-V3": (
+        3_918_786_560 + 680_571_043_840 + 59 * 256,
+        3_918_786_560 + 680_571_043_840 + 41_555_600,
+        688_574_839_360,
+    ),
     # Public count 124,439,808; the file also holds 12 causal masks of 1024 x 1024, all F32.
     "openai-community/gpt2": (124_439_808, 124_439_808 + 12 * 1024 * 1024, 137_022_720 * 4),
     "llava-hf/llava-1.5-7b-hf": (
@@ -134,4 +143,4 @@ def test_counts_through_the_fake_hub(repo_id: str, fake_hub) -> None:
 def test_at_least_twelve_fixture_models() -> None:
     from conftest import SNAPSHOTS
 
-    assert len(list(SNAPSHOTS.glob("*.json"))) >= 12
+    assert len(list(SNAPSHOTS.glob("*.json*"))) >= 13

@@ -274,3 +274,22 @@ def test_invalid_token_is_reported_as_auth_error() -> None:
 def test_error_types_are_the_documented_ones() -> None:
     assert issubclass(RepoNotFound, Exception) and issubclass(RevisionNotFound, Exception)
     assert OfflineMiss.exit_code == 8
+
+
+def test_cache_info_clear_prune(fake_hub, capsys) -> None:
+    import json
+
+    inspect_model("openai-community/gpt2")
+    assert run(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == os.environ["HFMEM_CACHE_DIR"]
+    assert info["snapshots"] == 1 and info["refs"] == 1 and info["http_responses"] >= 3 and info["bytes"] > 0
+    assert run(["cache", "prune", "--older-than", "0"]) == 0
+    capsys.readouterr()
+    assert run(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["snapshots"] == 0
+    assert run(["cache", "clear"]) == 0
+    assert "removed" in capsys.readouterr().err
+    assert not Path(os.environ["HFMEM_CACHE_DIR"]).exists()
+    assert run(["cache", "info"]) == 0
+    assert "snapshots       0" in capsys.readouterr().out
