@@ -55,9 +55,10 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def build_sessions(*, offline: bool = False) -> tuple[requests.Session, requests.Session]:
+def build_sessions(*, offline: bool = False, pool_size: int = 64) -> tuple[requests.Session, requests.Session]:
     """(metadata session, range session) sharing one SQLite cache at `cache_dir()/http.sqlite`."""
     import requests_cache
+    from requests.adapters import HTTPAdapter
 
     directory = _private_dir(cache_dir())
     db = directory / "http.sqlite"
@@ -80,6 +81,9 @@ def build_sessions(*, offline: bool = False) -> tuple[requests.Session, requests
     )
     for s in (meta, ranged):
         s.settings.only_if_cached = offline
+        # One connection per request in flight, not urllib3's default pool of 10 per host.
+        for scheme in ("http://", "https://"):
+            s.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
     return meta, ranged
 
 

@@ -93,6 +93,11 @@ def offline_requested() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
 def timeout_s() -> float:
     raw = os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT")
     try:
@@ -116,7 +121,7 @@ class HubClient:
     """HTTP to one endpoint with one token: redirects by hand, retries, Hub errors -> our errors."""
 
     def __init__(self, *, token: str | None, offline: bool = False, base: str | None = None,
-                 refresh: bool = False) -> None:
+                 refresh: bool = False, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         from .cache import build_sessions
 
         self.base = (base or endpoint()).rstrip("/")
@@ -125,7 +130,7 @@ class HubClient:
         self.offline = offline
         self.refresh = refresh
         self.timeout = timeout_s()
-        self.meta_session, self.range_session = build_sessions(offline=offline)
+        self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency)
 
     # -- one request -------------------------------------------------------------------------
 
@@ -399,8 +404,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         if not pinned:
             raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
 
-    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh)
-    workers = concurrency or int(os.environ.get("HFMEM_CONCURRENCY") or DEFAULT_CONCURRENCY)
+    workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
+    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers)
     # 1. sha and file list
     sha, files = client.revision_info(repo_id, pinned or revision)
     if not pinned:

@@ -114,3 +114,15 @@ def test_to_dict_round_trips() -> None:
     raw = {"__metadata__": {"format": "pt"}, "w": t("BF16", [2, 3], 0, 12), "v": t("F32", [1], 12, 16)}
     h = parse_header(encode(raw, 16))
     assert h.to_dict() == raw
+
+
+@pytest.mark.parametrize("data", [m[1] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_files_exit_6_with_one_line(tmp_path: Path, data: bytes, capsys) -> None:
+    from inspector.cli import run
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    assert run([str(path)]) == 6
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("hfmem: error: model.safetensors: ") and err.count("\n") == 1
