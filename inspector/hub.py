@@ -130,6 +130,7 @@ class HubClient:
         self.offline = offline
         self.refresh = refresh
         self.timeout = timeout_s()
+        self._redirected: dict[str, str] = {}
         self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency)
 
     # -- one request -------------------------------------------------------------------------
@@ -137,6 +138,9 @@ class HubClient:
     def get(self, url: str, *, what: str, byte_range: tuple[int, int] | None = None,
             expire_never: bool = False, force: bool = False) -> Response:
         """GET `url`, following redirects by hand; `byte_range` is (first, last), both inclusive."""
+        # A pinned file's redirect target was seen by its first read: a second read goes straight there.
+        start = url
+        url = self._redirected.get(url, url)
         for _ in range(MAX_REDIRECTS + 1):
             r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never, force=force)
             if r.status in (301, 302, 303, 307, 308):
@@ -146,6 +150,8 @@ class HubClient:
                 url = urljoin(url, location)
                 expire_never = True  # a redirect target is content-addressed or pinned
                 continue
+            if url != start and expire_never and r.status < 400:
+                self._redirected[start] = url
             return r
         raise NetworkError(f"{what}: more than {MAX_REDIRECTS} redirects")
 

@@ -97,6 +97,8 @@ def test_long_header_gets_exactly_one_more_read(fake_hub, monkeypatch) -> None:
     ranges = [e.range for e in fake_hub.log if e.host == "cdn"]
     assert ranges[0] == "bytes=0-1023"
     assert len(ranges) == 2 and ranges[1].startswith("bytes=1024-")
+    # The second read goes straight to the CDN URL the first one was redirected to.
+    assert len([e for e in fake_hub.log if e.path.endswith("/model.safetensors")]) == 1
 
 
 def test_predicted_size_covers_real_headers() -> None:
