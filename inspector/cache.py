@@ -90,13 +90,14 @@ def build_sessions(*, offline: bool = False, pool_size: int = 64) -> tuple[reque
 # --- refs and snapshots: what lets a warm or offline run skip the network --------------------
 
 
-def _repo_folder(repo_id: str) -> str:
+def repo_folder(repo_id: str) -> str:
+    """huggingface_hub's folder name for a model repo: `models--{org}--{name}`."""
     return "models--" + repo_id.replace("/", "--")
 
 
 def save_ref(repo_id: str, revision: str, sha: str) -> None:
     """Remember which commit a branch or tag resolved to (read back offline)."""
-    folder = _private_dir(cache_dir() / "refs" / _repo_folder(repo_id))
+    folder = _private_dir(cache_dir() / "refs" / repo_folder(repo_id))
     path = folder / (revision.replace("/", "%2F") or "main")
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     _private_file(tmp)
@@ -105,7 +106,7 @@ def save_ref(repo_id: str, revision: str, sha: str) -> None:
 
 
 def load_ref(repo_id: str, revision: str) -> str | None:
-    path = cache_dir() / "refs" / _repo_folder(repo_id) / (revision.replace("/", "%2F") or "main")
+    path = cache_dir() / "refs" / repo_folder(repo_id) / (revision.replace("/", "%2F") or "main")
     try:
         sha = path.read_text().strip()
     except OSError:
@@ -114,7 +115,7 @@ def load_ref(repo_id: str, revision: str) -> str | None:
 
 
 def snapshot_path(repo_id: str, sha: str) -> Path:
-    return cache_dir() / "snapshots" / _repo_folder(repo_id) / f"{sha}.json"
+    return cache_dir() / "snapshots" / repo_folder(repo_id) / f"{sha}.json"
 
 
 # --- `hfmem cache info|clear|prune` ----------------------------------------------------------

@@ -52,6 +52,9 @@ SPECULATIVE_HEADER_BYTES = 64 * 1024
 DEFAULT_CONCURRENCY = 64
 #: huggingface_hub's default HF_HUB_DOWNLOAD_TIMEOUT (constants.py: DEFAULT_DOWNLOAD_TIMEOUT = 10).
 DEFAULT_TIMEOUT_S = 10.0
+# Our own policy, not a Hub number: 4 tries (backoff 0.5, 1, 2 s) keep a flaky link usable while a
+# CI job still fails within about a minute; a Retry-After beyond 10 s is capped to stay in that
+# bound; 5 redirect hops cover a renamed repo plus the CDN with room to spare.
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
@@ -440,16 +443,19 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         json_files: dict[str, Any] = {}
         headers: dict[str, Header] = {}
         if plan.format == "safetensors":
-            index_future = json_futures.get(plan.index_file) if plan.index_file else None
+            # The index is parsed and grouped by shard once, by whichever shard task needs it
+            # first; it was submitted first, so no task waits on one that cannot start.
+            grouped: Future[dict[str, list[str]]] | None = None
+            if plan.index_file and plan.index_file in json_futures:
+                grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file)
             candidates = list(plan.files) or [
                 n for n in listing if n.endswith(".safetensors") and "/" not in n
             ]
 
             def shard_task(name: str) -> Header | None:
                 predicted = SPECULATIVE_HEADER_BYTES
-                if index_future is not None:
-                    index = load_config_json(index_future.result(), plan.index_file or "index")
-                    names = [t for t, f in (index.get("weight_map") or {}).items() if f == name]
+                if grouped is not None:
+                    names = grouped.result().get(name)
                     if not names:
                         return None  # a .safetensors file the index does not use
                     predicted = predict_header_bytes(names)
@@ -497,6 +503,15 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     return cp
 
 
+def _tensors_by_shard(index_bytes: Future[bytes], index_file: str) -> dict[str, list[str]]:
+    index = load_config_json(index_bytes.result(), index_file)
+    by_shard: dict[str, list[str]] = {}
+    weight_map = index.get("weight_map")
+    for tensor, shard in (weight_map.items() if isinstance(weight_map, dict) else ()):
+        by_shard.setdefault(str(shard), []).append(str(tensor))
+    return by_shard
+
+
 def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
     from dataclasses import replace
 
@@ -536,13 +551,14 @@ def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
     """A model already in huggingface_hub's cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`)."""
     from pathlib import Path
 
+    from .cache import repo_folder
     from .local import read_local
     from .source import SourceKind
 
     hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
     )
-    repo_dir = Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = Path(hub_cache) / repo_folder(repo_id)
     sha = revision if SHA_RE.match(revision) else None
     if sha is None:
         try:

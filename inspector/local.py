@@ -6,7 +6,6 @@ Only headers are read: a 100 GB shard costs one small read, never a full load.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from .checkpoint import (
     WeightPlan,
     load_config_json,
     plan_weights,
+    shards_from_index,
 )
 from .errors import ConfigError, EntryNotFound, HeaderError
 from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
@@ -85,22 +85,22 @@ def _read_dir(source: Source) -> Checkpoint:
     for name in (*METADATA_FILES, plan.index_file):
         if name and name in files:
             json_files[name] = _read_json(root / name)
-    cp = Checkpoint(
+    headers: dict[str, Header] = {}
+    if plan.format == "safetensors":
+        shards = plan.files or shards_from_index(json_files.get(plan.index_file or ""), plan.index_file or "index")
+        for name in shards:
+            if name not in files:
+                raise EntryNotFound(f"{root}: {plan.index_file} names {name}, which is not there")
+            headers[name] = read_header_file(root / name)
+    return Checkpoint(
         name=source.repo_id or source.display,
         files=files,
         json_files=json_files,
-        headers={},
+        headers=headers,
         plan=plan,
         repo_id=source.repo_id,
         revision=source.revision,
         sha=source.revision,
         local_path=str(root),
+        warnings=() if "config.json" in files else (f"{root}: no config.json; counting tensors only",),
     )
-    warnings = () if "config.json" in files else (f"{root}: no config.json; counting tensors only",)
-    headers: dict[str, Header] = {}
-    if plan.format == "safetensors":
-        for name in cp.weight_files:
-            if name not in files:
-                raise EntryNotFound(f"{root}: {plan.index_file} names {name}, which is not there")
-            headers[name] = read_header_file(root / name)
-    return replace(cp, headers=headers, warnings=warnings)

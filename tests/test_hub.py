@@ -273,9 +273,14 @@ def test_invalid_token_is_reported_as_auth_error() -> None:
         raise_for_hub_status(r, repo_id="o/m", revision="main", authenticated=True)
 
 
-def test_error_types_are_the_documented_ones() -> None:
-    assert issubclass(RepoNotFound, Exception) and issubclass(RevisionNotFound, Exception)
-    assert OfflineMiss.exit_code == 8
+@pytest.mark.parametrize(
+    "error,code",
+    [(RepoNotFound, 4), (RevisionNotFound, 4), (EntryNotFound, 4), (GatedRepo, 5), (AuthError, 5),
+     (NetworkError, 7), (OfflineMiss, 8)],
+)
+def test_error_types_carry_shared_design_exit_codes(error, code) -> None:
+    # shared/DESIGN.md's exit-code table, row by row.
+    assert error.exit_code == code
 
 
 def test_cache_info_clear_prune(fake_hub, capsys) -> None:
