@@ -62,6 +62,7 @@ class ParameterCount:
     quant_method: str | None = None
     derived: bool = False
     derived_note: str | None = None
+    weights: WeightInventory | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,31 @@ class ParameterCount:
             "quantization_elements": self.quantization_elements,
             "derived": self.derived,
         }
+
+
+@dataclass(frozen=True)
+class WeightInventory:
+    """What the memory estimate needs from the tensor tables.
+
+    `linear_params`: the logical elements of the decoder blocks' linear weights, the ones a "what
+    if" precision quantizes (shared/DESIGN.md); everything else (embeddings, lm_head, norms, biases,
+    routers, vision towers) stays 16-bit. `linear_groups`: their groups of 128 along the input dim
+    (rows x ceil(cols / 128)); `linear_blocks`: their 128x128 blocks. `expert_params`: routed-expert
+    parameters (shared experts excluded) and `num_experts` how many experts a MoE layer holds, both
+    read from the tensor names. `loaded_bytes`: the bytes a serving engine loads (parameters,
+    scales and zeros; buffers such as rotary caches and causal masks are rebuilt, not loaded).
+    `mtp_params`: DeepSeek's multi-token-prediction layers (`num_nextn_predict_layers`, stored after
+    the last decoder layer), which vLLM loads only for speculative decoding: they are parameters of
+    the checkpoint but are left out of every other field here.
+    """
+
+    linear_params: int
+    linear_groups: int
+    linear_blocks: int
+    expert_params: int
+    num_experts: int
+    loaded_bytes: int
+    mtp_params: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,7 +227,10 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
     config = cp.config
     by_dtype: Counter[str] = Counter()
     stored_by_dtype: Counter[str] = Counter()
-    buffers = quant = 0
+    buffers = quant = buffer_bytes = 0
+    mtp = config.get("num_nextn_predict_layers")
+    first_mtp = config.get("num_hidden_layers") if isinstance(mtp, int) and mtp > 0 else None
+    inv = _Inventory(first_mtp if isinstance(first_mtp, int) else None)
     files = []
     for fname in cp.weight_files:
         header = cp.headers[fname]
@@ -213,8 +242,12 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
             if kind is TensorKind.PARAMETER:
                 by_dtype[label] += logical
                 f_params += logical
+                inv.add(t, logical, scheme)
+            elif inv.is_mtp(t.name):
+                inv.mtp_bytes += t.nbytes
             elif kind is TensorKind.BUFFER:
                 buffers += t.elements
+                buffer_bytes += t.nbytes
             else:
                 quant += t.elements
         files.append(FileCount(fname, f_params, f_elems, header.data_bytes))
@@ -228,7 +261,93 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
         quantization_elements=quant,
         files=tuple(files),
         quant_method=scheme.method if scheme else None,
+        weights=inv.result(sum(f.tensor_bytes for f in files) - buffer_bytes - inv.mtp_bytes),
     )
+
+
+# The decoder stack: `model.layers.N.`, GPT-2's `h.N.`, T5's `block.N.`, Falcon/BLOOM's `h.N.`.
+_BLOCK = re.compile(r"(^|\.)(layers|h|blocks|block|layer)\.\d+\.")
+# Not quantized by the "what if" rule: norms, embeddings and heads, convolutions, MoE routers,
+# T5's relative position table, and everything in a vision tower or projector.
+_KEEP_16BIT = re.compile(
+    r"norm|embed|(^|\.)ln_|conv|lm_head|shared_head\.head|\.gate\.weight$|router|shared_expert_gate"
+    r"|relative_attention_bias|vision|visual|multi_modal_projector|mm_projector"
+)
+_LINEAR_SUFFIXES = ("weight", "_proj", "_blocks", ".qweight", ".weight_packed")
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_EXPERT = re.compile(r"\.experts\.(\d+\.)?")
+_GROUP = 128  # shared/DESIGN.md: group size 128 along the input dim; FP8 blocks of 128x128
+
+
+def logical_matrix(t: TensorInfo, logical: int, scheme: QuantScheme | None) -> tuple[int, int]:
+    """(rows, cols) of the logical weight matrix a stored tensor holds; cols is the input dim.
+
+    >>> logical_matrix(TensorInfo("q.qweight", "I32", (512, 4096), 0, 0), 4096 * 4096, QuantScheme("gptq", 4))
+    (4096, 4096)
+    """
+    shape = t.shape
+    method = scheme.method if scheme else None
+    if method == "gptq" and t.name.endswith(".qweight") and len(shape) == 2:
+        return shape[1], logical // shape[1]  # [in * bits / 32, out]
+    if method == "awq" and t.name.endswith(".qweight") and len(shape) == 2:
+        return logical // shape[0], shape[0]  # [in, out * bits / 32]
+    if method == "mxfp4" and t.name.endswith("_blocks") and len(shape) >= 3:
+        cols = shape[-2] * 32  # [..., out, in / 32, 16]: 32 FP4 values per block
+        return logical // cols, cols
+    if len(shape) < 2 or logical != t.elements and not t.name.endswith(".weight_packed"):
+        return 1, logical  # bitsandbytes' flat [n / 2, 1] keeps no matrix shape
+    cols = logical // _prod(shape[:-1])
+    return logical // cols, cols
+
+
+def _prod(dims: tuple[int, ...]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+class _Inventory:
+    """Accumulates a WeightInventory while count_parameters walks the tensors."""
+
+    def __init__(self, first_mtp_layer: int | None) -> None:
+        self.linear = self.groups = self.blocks = self.experts = self.mtp = self.mtp_bytes = 0
+        self.expert_ids: set[tuple[str, int]] = set()
+        self.fused_experts = 0
+        self.first_mtp = first_mtp_layer
+
+    def is_mtp(self, name: str) -> bool:
+        if self.first_mtp is None:
+            return False
+        m = _LAYER_INDEX.search(name)
+        return bool(m) and int(m.group(1)) >= self.first_mtp
+
+    def add(self, t: TensorInfo, logical: int, scheme: QuantScheme | None) -> None:
+        name = t.name
+        if self.is_mtp(name):
+            self.mtp += logical
+            self.mtp_bytes += t.nbytes
+            return
+        m = _EXPERT.search(name)
+        if m and "shared_expert" not in name:
+            self.experts += logical
+            if m.group(1):
+                self.expert_ids.add((name[: m.start()], int(m.group(1)[:-1])))
+            elif len(t.shape) >= 2:
+                self.fused_experts = max(self.fused_experts, t.shape[0])
+        if not _BLOCK.search(name) or _KEEP_16BIT.search(name) or not name.endswith(_LINEAR_SUFFIXES):
+            return
+        if len(t.shape) < 2 and logical == t.elements:
+            return
+        rows, cols = logical_matrix(t, logical, scheme)
+        self.linear += logical
+        self.groups += rows * -(-cols // _GROUP)
+        self.blocks += -(-rows // _GROUP) * -(-cols // _GROUP)
+
+    def result(self, loaded_bytes: int) -> WeightInventory:
+        per_layer = Counter(prefix for prefix, _ in self.expert_ids)
+        n = max(per_layer.values(), default=0) or self.fused_experts
+        return WeightInventory(self.linear, self.groups, self.blocks, self.experts, n, loaded_bytes, self.mtp)
 
 
 # torch dtype names in config.json -> safetensors names and bits.
