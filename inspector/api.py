@@ -11,7 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, load_snapshot
+from .errors import ConfigError
+from .estimate import MemoryEstimate, Settings, estimate_memory
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
 
@@ -25,15 +28,31 @@ class ModelReport:
     source: Source
     checkpoint: Checkpoint
     parameters: ParameterCount
+    architecture: Architecture | None = None  # None: no usable config.json (see `architecture_error`)
+    memory: MemoryEstimate | None = None
+    architecture_error: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        notes = [n for n in (self.parameters.derived_note,) if n]
+        if self.architecture is None:
+            why = self.architecture_error or "no config.json"
+            notes.append(f"{why}: the architecture, KV cache and memory estimate are unknown")
+        return notes
 
     def to_dict(self) -> dict[str, Any]:
         from . import __version__
 
-        cp, p = self.checkpoint, self.parameters
+        cp, p, m = self.checkpoint, self.parameters, self.memory
         scheme = quant_scheme(cp.quantization_config)
+        params = p.to_dict()
+        params["active"] = m.active_params if m else None
+        if p.weights and p.weights.mtp_params:
+            params["mtp"] = p.weights.mtp_params
         return {
             "schema": JSON_SCHEMA,
             "tool": {"name": "hfmem", "version": __version__},
+            "assumptions": _assumptions(m),
             "model": cp.name,
             "revision": cp.sha,
             "source": {
@@ -42,14 +61,27 @@ class ModelReport:
                 "requested_revision": cp.revision,
                 "path": cp.local_path,
             },
-            "parameters": p.to_dict(),
+            "parameters": params,
             "weights_bytes": p.weights_bytes,
             "weights_format": cp.plan.format,
             "quantization": {"method": scheme.method, "bits": scheme.bits} if scheme else None,
+            "architecture": self.architecture.to_dict() if self.architecture else None,
+            "kv_cache": m.kv_cache.to_dict() if m else None,
+            "estimates": [e.to_dict() for e in m.estimates] if m else [],
             "files": [f.to_dict() for f in p.files],
-            "notes": [n for n in (p.derived_note,) if n],
+            "notes": self.notes,
             "warnings": list(cp.warnings),
         }
+
+
+def _assumptions(m: MemoryEstimate | None) -> dict[str, Any]:
+    settings = m.settings if m else Settings()
+    out = settings.assumptions.to_dict()
+    out["tensor_parallel_size"] = settings.tensor_parallel_size
+    if m:
+        out["context_source"] = m.context_source
+        out["compute_dtype"] = m.compute_dtype
+    return out
 
 
 def read_checkpoint(
@@ -81,6 +113,7 @@ def inspect_model(
     offline: bool | None = None,
     refresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    settings: Settings | None = None,
 ) -> ModelReport:
     """Read a model's metadata and count it exactly.
 
@@ -88,8 +121,16 @@ def inspect_model(
     `org/name` repo id or a Hub URL. `token`: a Hub token, False to send none, None to use
     `HF_TOKEN` or the stored login. `offline` (None: `HF_HUB_OFFLINE`) answers from the cache
     alone; `refresh` asks the Hub again where a branch points; `progress(done, total)` is called
-    as shard headers arrive. Raises an `inspector.errors.HfmemError` subclass on bad input.
+    as shard headers arrive; `settings` (context, batch, KV dtype, tensor-parallel size, engine
+    assumptions) shape the memory estimate. Raises an `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision)
     checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress)
-    return ModelReport(source, checkpoint, count_parameters(checkpoint))
+    parameters = count_parameters(checkpoint)
+    if "config.json" not in checkpoint.json_files:
+        return ModelReport(source, checkpoint, parameters)
+    try:
+        arch = parse_architecture(checkpoint.config)
+    except ConfigError as e:  # the counts stand on the tensors alone; say why there is no estimate
+        return ModelReport(source, checkpoint, parameters, architecture_error=str(e))
+    return ModelReport(source, checkpoint, parameters, arch, estimate_memory(arch, parameters, settings or Settings()))

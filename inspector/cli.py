@@ -108,6 +108,64 @@ RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Revalidate cached H
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hints on stderr.")]
 
 
+class PrecisionChoice(str, Enum):
+    stored = "stored"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+
+
+# The estimate's options carry vLLM's names, so a command line can be pasted between the two.
+MaxModelLenOpt = Annotated[
+    int | None,
+    typer.Option("--max-model-len", min=1, metavar="TOKENS",
+                 help="Context length per sequence (default: the model's own, from config.json)."),
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences held in the KV cache at once.")]
+KvCacheDtypeOpt = Annotated[
+    str,
+    typer.Option("--kv-cache-dtype", metavar="DTYPE",
+                 help="KV cache dtype: auto (the model's), bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2, "
+                 "bf16, fp16, fp32."),
+]
+TensorParallelOpt = Annotated[
+    int, typer.Option("--tensor-parallel-size", "-tp", min=1, help="GPUs the model is split across (memory per GPU).")
+]
+PrecisionOpt = Annotated[
+    list[PrecisionChoice] | None,
+    typer.Option("--precision", case_sensitive=False,
+                 help="Weight precision to estimate; repeat for several (default: stored, bf16, fp8, int8, int4)."),
+]
+MaxBatchedTokensOpt = Annotated[
+    int, typer.Option("--max-num-batched-tokens", min=1, help="Tokens in vLLM's profiling forward pass.")
+]
+MaxNumSeqsOpt = Annotated[int, typer.Option("--max-num-seqs", min=1, help="Rows in vLLM's profiling sampler run.")]
+GpuUtilOpt = Annotated[
+    float,
+    typer.Option("--gpu-memory-utilization", min=0.01, max=1.0,
+                 help="Fraction of each GPU's memory vLLM may use (vLLM's default 0.92)."),
+]
+EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs (as vLLM's --enforce-eager).")]
+
+
+def _settings(max_model_len: int | None, batch_size: int, kv_cache_dtype: str, tensor_parallel_size: int,
+              precision: list[PrecisionChoice] | None, max_num_batched_tokens: int, max_num_seqs: int,
+              gpu_memory_utilization: float, enforce_eager: bool) -> Any:
+    from .estimate import JSON_PRECISIONS, Assumptions, Precision, Settings
+
+    chosen = tuple(Precision(p.value) for p in precision) if precision else JSON_PRECISIONS
+    return Settings(
+        max_model_len=max_model_len, batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
+        tensor_parallel_size=tensor_parallel_size, precisions=tuple(dict.fromkeys(chosen)),
+        assumptions=Assumptions(gpu_memory_utilization=gpu_memory_utilization,
+                                max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                                enforce_eager=enforce_eager),
+    )
+
+
 @app.command(DEFAULT_COMMAND)
 def inspect_cmd(
     model: ModelArg,
@@ -128,14 +186,27 @@ def inspect_cmd(
     offline: OfflineOpt = False,
     refresh: RefreshOpt = False,
     quiet: QuietOpt = False,
+    max_model_len: MaxModelLenOpt = None,
+    batch_size: BatchSizeOpt = 1,
+    kv_cache_dtype: KvCacheDtypeOpt = "auto",
+    tensor_parallel_size: TensorParallelOpt = 1,
+    precision: PrecisionOpt = None,
+    max_num_batched_tokens: MaxBatchedTokensOpt = 8192,
+    max_num_seqs: MaxNumSeqsOpt = 1024,
+    gpu_memory_utilization: GpuUtilOpt = 0.92,
+    enforce_eager: EagerOpt = False,
 ) -> None:
-    """Count a model's parameters and bytes exactly (the default command)."""
+    """Count a model's parameters exactly and estimate its memory per precision (the default command)."""
     from .api import inspect_model
-    from .report import render_json, render_markdown, render_table
+    from .report import TABLE_PRECISIONS, render_json, render_markdown, render_table
 
+    settings = _settings(max_model_len, batch_size, kv_cache_dtype, tensor_parallel_size, precision,
+                         max_num_batched_tokens, max_num_seqs, gpu_memory_utilization, enforce_eager)
+    shown = tuple(p.value for p in settings.precisions) if precision else TABLE_PRECISIONS
     with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as progress:
         report = inspect_model(
-            model, revision=revision, token=token, offline=offline or None, refresh=refresh, progress=progress
+            model, revision=revision, token=token, offline=offline or None, refresh=refresh, progress=progress,
+            settings=settings,
         )
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
@@ -147,9 +218,9 @@ def inspect_cmd(
     if json_ or fmt is OutputFormat.json:
         sys.stdout.write(render_json(report))
     elif fmt is OutputFormat.markdown:
-        sys.stdout.write(render_markdown(report, files=files))
+        sys.stdout.write(render_markdown(report, files=files, precisions=shown))
     else:
-        sys.stdout.write(render_table(report, files=files))
+        sys.stdout.write(render_table(report, files=files, precisions=shown))
 
 
 cache_app = typer.Typer(

@@ -7,14 +7,14 @@ names its source. The README's "How the estimate is computed" is the long form o
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .arch import Architecture, LayerKind
+from .arch import Architecture
 from .errors import UsageError
+from .kvcache import KVCache, compute_dtype, context_length, kv_cache, kv_cache_dtype
 from .params import ParameterCount
 
 GIB = 1 << 30
@@ -42,15 +42,14 @@ class Assumptions:
     """Engine settings the estimate depends on, under vLLM's option names."""
 
     engine: str = "vllm"
-    # vLLM's default (vllm/engine/arg_utils.py EngineArgs.gpu_memory_utilization, CacheConfig).
-    gpu_memory_utilization: float = 0.9
-    # shared/DESIGN.md; vLLM's V1 default for online serving on a GPU (EngineArgs usage-context defaults).
+    # vLLM >= 0.20: CacheConfig.gpu_memory_utilization = Field(default=0.92) (vllm/config/cache.py;
+    # 0.9 before). A fraction of the GPU's total memory for weights, activations and KV cache.
+    gpu_memory_utilization: float = 0.92
+    # shared/DESIGN.md; vLLM's `vllm serve` default on >= 70 GiB GPUs (vllm/engine/arg_utils.py
+    # get_batch_defaults: OPENAI_API_SERVER 8192 tokens, 1024 sequences).
     max_num_batched_tokens: int = 8192
-    # vLLM's default max_num_seqs (SchedulerConfig), the sampler's batch in the profiling run.
-    max_num_seqs: int = 256
-    # vLLM's default largest CUDA graph batch (CompilationConfig.max_cudagraph_capture_size).
-    cudagraph_capture_size: int = 512
-    enforce_eager: bool = False
+    max_num_seqs: int = 1024
+    enforce_eager: bool = False  # vLLM's --enforce-eager: no CUDA graphs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,160 +57,215 @@ class Assumptions:
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "max_num_seqs": self.max_num_seqs,
-            "cudagraph_capture_size": 0 if self.enforce_eager else self.cudagraph_capture_size,
+            "enforce_eager": self.enforce_eager,
         }
 
 
-# --kv-cache-dtype: vLLM's CacheConfig values plus the aliases people type. Bits per element.
-KV_CACHE_DTYPES: dict[str, tuple[str, int]] = {
-    "bfloat16": ("bf16", 16), "bf16": ("bf16", 16),
-    "float16": ("fp16", 16), "fp16": ("fp16", 16), "half": ("fp16", 16),
-    "fp8": ("fp8", 8), "fp8_e4m3": ("fp8_e4m3", 8), "fp8_e5m2": ("fp8_e5m2", 8),
-    "fp32": ("fp32", 32), "float32": ("fp32", 32), "float": ("fp32", 32),
-}
-_CONFIG_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+def weights_bytes(precision: Precision, params: ParameterCount, arch: Architecture) -> int:
+    """Weight bytes at a precision, by shared/DESIGN.md's "what if" rules.
+
+    STORED is what the checkpoint holds and vLLM loads (quantized weights with their scales and
+    zeros). FP32/BF16/FP16: every parameter at 4 or 2 bytes. FP8/INT8/INT4 quantize the decoder
+    blocks' linear weights only (embeddings, lm_head, norms, biases and routers stay 16-bit):
+    - fp8: 1 byte per weight + one fp32 scale per 128x128 block (DeepSeek-V3's FP8 layout,
+      `weight_block_size` [128, 128], `weight_scale_inv`);
+    - int8: 1 byte per weight + one 16-bit scale per group of 128 inputs;
+    - int4: half a byte per weight + per group of 128 a 16-bit scale and a packed 4-bit zero
+      (GPTQ/AWQ: `scales` fp16, `qzeros` eight 4-bit zeros per int32).
+    """
+    inv = params.weights
+    total = params.total_params - (inv.mtp_params if inv else 0)
+    if precision is Precision.STORED:
+        return inv.loaded_bytes if inv else params.weights_bytes
+    if precision is Precision.FP32:
+        return total * 4
+    if precision in (Precision.BF16, Precision.FP16):
+        return total * 2
+    if inv is not None:
+        linear, groups, blocks = inv.linear_params, inv.linear_groups, inv.linear_blocks
+    else:  # PyTorch .bin: no tensor names; everything but the embeddings counts as linear
+        embed = (arch.vocab_size or 0) * arch.hidden_size
+        linear = max(0, total - 2 * embed)
+        groups = blocks = -(-linear // _GROUP)
+        blocks = -(-linear // (_GROUP * _GROUP))
+    rest = (total - linear) * 2
+    if precision is Precision.FP8:
+        return linear + blocks * 4 + rest
+    if precision is Precision.INT8:
+        return linear + groups * 2 + rest
+    return -(-linear // 2) + groups * 2 + -(-groups // 2) + rest
 
 
-def compute_dtype(arch: Architecture, stored_by_dtype: Mapping[str, int] | None = None) -> str:
-    """The activation dtype vLLM's `--dtype auto` picks: the config's torch_dtype, except that
-    float32 models run in bf16 (vllm/config/model.py `_resolve_auto_dtype`: "Downcast for float32
-    models" to the first supported dtype, bf16 on sm80+). Without a torch_dtype: the checkpoint's
-    most common 16-bit float, else bf16."""
-    name = _CONFIG_DTYPES.get(arch.torch_dtype or "")
-    if name in ("bf16", "fp16"):
-        return name
-    if name is None and stored_by_dtype:
-        floats = Counter({k: v for k, v in stored_by_dtype.items() if k in ("BF16", "F16")})
-        if floats:
-            return floats.most_common(1)[0][0].lower().replace("f16", "fp16")
-    return "bf16"
+_GROUP = 128
 
 
-def kv_cache_dtype(value: str, compute: str) -> tuple[str, int]:
-    """(name, bits) for a --kv-cache-dtype value; `auto` is the model's compute dtype, as in vLLM."""
-    key = value.strip().lower()
-    if key == "auto":
-        return compute, 32 if compute == "fp32" else 16
-    if key not in KV_CACHE_DTYPES:
-        allowed = ", ".join(["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "bf16", "fp16", "fp32"])
-        raise UsageError(f"--kv-cache-dtype {value!r} is not one of: {allowed}")
-    return KV_CACHE_DTYPES[key]
+def active_params(params: ParameterCount, arch: Architecture) -> int | None:
+    """Parameters one token passes through: everything but the routed experts, plus
+    num_experts_per_tok / num_experts of them (shared experts are always active). The expert
+    parameters and the number of experts are read from the tensor names; experts per token from
+    the config. None for a dense model."""
+    inv = params.weights
+    if inv is None or not inv.expert_params or not inv.num_experts or not arch.num_experts_per_tok:
+        return None
+    total = params.total_params - inv.mtp_params
+    return total - inv.expert_params + inv.expert_params * arch.num_experts_per_tok // inv.num_experts
 
 
-# vLLM falls back to 2048 tokens when a config names no context length
-# (vllm/config/model.py _get_and_verify_max_len: default_max_len = 2048).
-VLLM_DEFAULT_MAX_LEN = 2048
+def activation_bytes(arch: Architecture, a: Assumptions, compute_bits: int, tp: int = 1) -> int:
+    """Peak transient memory of vLLM's profiling run (vllm/v1/worker/gpu_model_runner.py
+    profile_run): a forward pass of T = max_num_batched_tokens dummy tokens, then the sampler on
+    R = min(max_num_seqs, T) rows with top-k/top-p on. The larger of the two, per GPU:
+
+    - forward: T x (4 x hidden + the widest block) x dtype bytes, where 4 x hidden is the residual
+      stream and hidden states around a layer, and the widest block is the larger of attention's
+      projections (q, k, v and the attention output: (2 x heads + 2 x kv_heads) x head_dim / tp),
+      the MLP's gate_up output and activation (3 x intermediate / tp; LlamaMLP + SiluAndMul), and
+      fused MoE's workspace (top_k x (max(N, hidden) + N / 2), N = 2 x moe_intermediate / tp:
+      fused_moe.py cache13 and cache2);
+    - sampler: T x hidden x dtype bytes (the hidden states stay alive) + R x vocab x (dtype bytes
+      + 20): the logits, their fp32 copy, the sorted copy, its int64 indices and the fp32
+      probabilities (vllm/v1/sample/sampler.py, ops/topk_topp_sampler.py).
+    """
+    t = a.max_num_batched_tokens
+    b = compute_bits // 8
+    h = arch.hidden_size
+    attn = (2 * arch.num_attention_heads + 2 * arch.num_key_value_heads) * arch.head_dim // tp
+    widest = max(attn, 3 * (arch.intermediate_size or 4 * h) // tp)
+    if arch.num_experts and arch.num_experts_per_tok:
+        n = 2 * (arch.moe_intermediate_size or arch.intermediate_size or 4 * h) // tp
+        widest = max(widest, arch.num_experts_per_tok * (max(n, h) + n // 2))
+    forward = t * (4 * h + widest) * b
+    rows = min(a.max_num_seqs, t)
+    sampler = t * h * b + rows * (arch.vocab_size or 0) * (b + 20)
+    return max(forward, sampler)
 
 
-def context_length(arch: Architecture, max_model_len: int | None) -> tuple[int, str]:
-    """(tokens, where it came from): --max-model-len, else the config's own, else vLLM's 2048."""
-    if max_model_len is not None:
-        if max_model_len <= 0:
-            raise UsageError("--max-model-len must be a positive number of tokens")
-        return max_model_len, "--max-model-len"
-    if arch.max_position_embeddings:
-        return arch.max_position_embeddings, "config.json"
-    return VLLM_DEFAULT_MAX_LEN, "vLLM's default (config.json names no context length)"
+MIB = 1 << 20
+# CUDA graphs: vLLM captures 51 piecewise + 35 full graphs at its default sizes up to 512
+# (vllm/config/vllm.py: [1, 2, 4] + range(8, 256, 8) + range(256, 513, 16); FULL_AND_PIECEWISE).
+# Their memory grows with the kernels per graph, so per graph per layer: 256 KiB, calibrated on
+# the one V1 measurement found with its model and GPU: gemma-3-4b-it (34 layers) on an H200,
+# "0.65 GiB for CUDAGraph memory" (vllm-project/vllm PR #21489); 86 x 34 x 256 KiB = 0.71 GiB.
+CUDA_GRAPHS = 86
+CUDA_GRAPH_BYTES_PER_LAYER = 256 * 1024
+# The CUDA context: "around 400MB if CUDA >= 11.7 is used and lazy module loading enabled"
+# (pytorch/pytorch#109888, a PyTorch maintainer); vLLM loads more kernels (attention, NCCL), so 512 MiB.
+CUDA_CONTEXT_BYTES = 512 * MIB
+# cuBLASLt workspace: 32 MiB on Hopper (pytorch/pytorch PR #120925, CUDABlas.cpp).
+CUBLAS_WORKSPACE_BYTES = 32 * MIB
+# Tensor parallel: NCCL's SIMPLE buffer is 4 MiB per channel per peer (NVIDIA/nccl src/init.cc
+# DEFAULT_BUFFSIZE 1 << 22); a ring has 2 peers; 16 channels assumed. Plus vLLM's custom all-reduce:
+# max_size 8 MiB, three buffers (custom_all_reduce.py) = 24 MiB.
+NCCL_BYTES = 4 * MIB * 2 * 16 + 24 * MIB
+
+
+def overhead_bytes(arch: Architecture, a: Assumptions, tp: int = 1) -> dict[str, int]:
+    """Runtime memory outside PyTorch's tensors, per GPU, by source (see the constants above)."""
+    return {
+        "cuda_context": CUDA_CONTEXT_BYTES,
+        "cublas_workspace": CUBLAS_WORKSPACE_BYTES,
+        "cuda_graphs": 0 if a.enforce_eager else CUDA_GRAPHS * arch.num_hidden_layers * CUDA_GRAPH_BYTES_PER_LAYER,
+        "nccl": NCCL_BYTES if tp > 1 else 0,
+    }
 
 
 @dataclass(frozen=True)
-class KVGroup:
-    """The layers of one kind and what they cache for one sequence."""
+class Estimate:
+    """Memory for one precision, per GPU at `tensor_parallel_size` (the whole model at 1)."""
 
-    kind: str
-    layers: int
-    bytes_per_token: int  # all layers of this kind together; 0 for fixed-state layers
-    tokens: int  # tokens held per sequence (after the window / chunk cap)
-    bytes_per_sequence: int
+    precision: Precision
+    weights_bytes: int
+    kv_cache_bytes: int
+    activation_bytes: int
+    overhead: Mapping[str, int]
+    rule_of_thumb_bytes: int  # weights x 1.2, the folk estimate, shown beside the real one
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "layers": self.layers, "bytes_per_token": self.bytes_per_token,
-                "tokens": self.tokens, "bytes_per_sequence": self.bytes_per_sequence}
+    @property
+    def overhead_bytes(self) -> int:
+        return sum(self.overhead.values())
 
-
-@dataclass(frozen=True)
-class KVCache:
-    """The KV cache of `batch_size` sequences of `context_tokens`, per GPU at `tensor_parallel_size`."""
-
-    dtype: str
-    bytes_per_token: int
-    context_tokens: int
-    batch_size: int
-    bytes: int
-    state_bytes_per_sequence: int
-    groups: tuple[KVGroup, ...]
-    tensor_parallel_size: int = 1
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes + self.overhead_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dtype": self.dtype,
-            "bytes_per_token": self.bytes_per_token,
-            "context_length": self.context_tokens,
-            "batch_size": self.batch_size,
-            "bytes": self.bytes,
-            "state_bytes_per_sequence": self.state_bytes_per_sequence,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "layers": [g.to_dict() for g in self.groups],
+            "precision": self.precision.value,
+            "weights_bytes": self.weights_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "activation_bytes": self.activation_bytes,
+            "overhead_bytes": self.overhead_bytes,
+            "overhead": dict(self.overhead),
+            "total_bytes": self.total_bytes,
+            "rule_of_thumb_bytes": self.rule_of_thumb_bytes,
         }
 
 
-def kv_heads_per_gpu(kv_heads: int, tp: int) -> int:
-    """vLLM splits KV heads across tensor-parallel ranks, or replicates them when there are fewer
-    heads than ranks: each GPU holds max(1, kv_heads // tp) (vllm/config/model.py
-    get_num_kv_heads)."""
-    return max(1, kv_heads // tp)
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked for, under vLLM's option names."""
+
+    max_model_len: int | None = None
+    batch_size: int = 1
+    kv_cache_dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    precisions: tuple[Precision, ...] = JSON_PRECISIONS
+    assumptions: Assumptions = Assumptions()
 
 
-def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int], *,
-             max_num_batched_tokens: int = 8192, tensor_parallel_size: int = 1) -> KVCache:
-    """KV cache bytes, as vLLM V1 lays it out per layer kind (vllm/v1/kv_cache_interface.py).
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The architecture-dependent part of a report: context, KV cache and one Estimate per precision."""
 
-    - full attention: 2 (K and V) x kv_heads x head_dim per token per layer, for every token;
-    - sliding window: the same per token, holding min(context, window - 1 + max_num_batched_tokens)
-      tokens (SlidingWindowSpec.max_memory_usage_bytes: a prefill chunk attends to the window behind it);
-    - chunked local attention (Llama 4): min(context, chunk + max_num_batched_tokens) tokens;
-    - MLA: one latent of kv_lora_rank + qk_rope_head_dim per token per layer (MLAAttentionSpec, one
-      "head"), replicated on every tensor-parallel rank;
-    - linear attention and Mamba: a fixed state per sequence, split across ranks by heads;
-    - encoder-decoder: cross-attention K and V over the encoder's tokens, per sequence.
+    context_tokens: int
+    context_source: str
+    compute_dtype: str
+    active_params: int | None
+    kv_cache: KVCache
+    estimates: tuple[Estimate, ...]
+    settings: Settings
 
-    >>> from inspector.arch import parse_architecture
-    >>> a = parse_architecture({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
-    ...                         "num_attention_heads": 4, "num_key_value_heads": 2})
-    >>> kv_cache(a, 10, 1, ("bf16", 16)).bytes   # 2 layers x 2 (K,V) x 2 heads x 16 dims x 2 bytes x 10
-    2560
-    """
-    name, bits = dtype
-    tp = tensor_parallel_size
-    counts = Counter(arch.layer_kinds)
-    kv_heads = kv_heads_per_gpu(arch.num_key_value_heads, tp) if arch.num_key_value_heads else 0
-    attn_elems = 2 * kv_heads * arch.head_dim
-    groups = []
-    for kind in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA):
-        n = counts.get(kind, 0)
-        if not n:
-            continue
-        if kind is LayerKind.MLA:
-            per_token = n * ((arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)) * bits // 8
-        else:
-            per_token = n * attn_elems * bits // 8
-        tokens = context
-        if kind is LayerKind.SLIDING and arch.sliding_window:
-            tokens = min(context, arch.sliding_window - 1 + max_num_batched_tokens)
-        elif kind is LayerKind.CHUNKED and arch.attention_chunk_size:
-            tokens = min(context, arch.attention_chunk_size + max_num_batched_tokens)
-        groups.append(KVGroup(kind.value, n, per_token, tokens, per_token * tokens))
-    state = 0
-    if arch.state is not None:
-        n = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0)
-        # Mamba/DeltaNet state is kept in the model dtype (vLLM's mamba_cache_dtype "auto").
-        per_layer = -(-arch.state.elements // tp) * 2
-        state = n * per_layer
-        groups.append(KVGroup(arch.state.kind, n, 0, 0, state))
-    if arch.encoder_layers:
-        per_token = arch.num_hidden_layers * attn_elems * bits // 8
-        groups.append(KVGroup("cross_attention", arch.num_hidden_layers, 0, context, per_token * context))
-        state += per_token * context
-    per_seq = sum(g.bytes_per_sequence for g in groups)
-    return KVCache(name, sum(g.bytes_per_token for g in groups), context, batch, per_seq * batch,
-                   state, tuple(groups), tp)
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kv_cache": self.kv_cache.to_dict(),
+            "estimates": [e.to_dict() for e in self.estimates],
+        }
+
+
+PRECISION_BITS = {Precision.FP32: 32}
+
+
+def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settings = Settings()) -> MemoryEstimate:
+    """Every memory term for every requested precision, per GPU at the tensor-parallel size."""
+    if settings.batch_size <= 0:
+        raise UsageError("--batch-size must be a positive number of sequences")
+    tp = settings.tensor_parallel_size
+    if tp <= 0:
+        raise UsageError("--tensor-parallel-size must be a positive number of GPUs")
+    a = settings.assumptions
+    context, where = context_length(arch, settings.max_model_len)
+    compute = compute_dtype(arch, params.stored_by_dtype_elements)
+    caches: dict[int, KVCache] = {}
+
+    def cache_at(bits: int) -> KVCache:
+        # --dtype float32 makes "auto" KV and the Mamba state fp32 too; other precisions keep 16-bit.
+        if bits not in caches:
+            dtype = kv_cache_dtype(settings.kv_cache_dtype, "fp32" if bits == 32 else compute)
+            caches[bits] = kv_cache(arch, context, settings.batch_size, dtype, tensor_parallel_size=tp,
+                                    max_num_batched_tokens=a.max_num_batched_tokens, state_bits=bits)
+        return caches[bits]
+
+    estimates = []
+    for p in settings.precisions:
+        bits = PRECISION_BITS.get(p, 16)
+        weights = -(-weights_bytes(p, params, arch) // tp)
+        estimates.append(Estimate(
+            precision=p,
+            weights_bytes=weights,
+            kv_cache_bytes=cache_at(bits).bytes,
+            activation_bytes=activation_bytes(arch, a, bits, tp),
+            overhead=overhead_bytes(arch, a, tp),
+            rule_of_thumb_bytes=weights * 12 // 10,
+        ))
+    return MemoryEstimate(context, where, compute, active_params(params, arch), cache_at(16),
+                          tuple(estimates), settings)

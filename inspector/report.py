@@ -80,9 +80,94 @@ def _notes(report: ModelReport) -> list[str]:
     p = report.parameters
     if p.quant_method:
         notes.append(f"quantized checkpoint ({p.quant_method}): packed weights counted as the weights they hold")
-    if p.derived_note:
-        notes.append(p.derived_note)
+    notes += report.notes
+    if p.weights and p.weights.mtp_params:
+        notes.append(f"{human_count(p.weights.mtp_params)} parameters of multi-token-prediction layers are "
+                     "not loaded by vLLM unless speculative decoding uses them; left out of the memory")
+    if report.architecture and report.architecture.guessed:
+        notes.append("not in config.json, assumed: " + "; ".join(report.architecture.guessed))
     return notes
+
+
+def human_bytes(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1.
+
+    >>> human_bytes(327_680), human_bytes(512), human_bytes(10 * 2**30)
+    ('320.0 KiB', '512 B', '10.00 GiB')
+    """
+    if n >= GIB:
+        return gib(n)
+    for size, unit in ((2**20, "MiB"), (2**10, "KiB")):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+_KIND_NAMES = {"mla": "MLA", "none": "MLP-only"}
+
+
+def _architecture_rows(report: ModelReport) -> list[list[str]]:
+    a, m = report.architecture, report.memory
+    if a is None or m is None:
+        return []
+    kinds = ", ".join(f"{n} {_KIND_NAMES.get(k, k.replace('_', ' '))}" for k, n in a.kind_counts.items())
+    attn = f"{a.num_attention_heads} heads / {a.num_key_value_heads} KV heads x {a.head_dim}" if a.head_dim else ""
+    if a.kv_lora_rank is not None:
+        attn = f"MLA, {a.num_attention_heads} heads, KV latent {a.kv_lora_rank} + rope {a.qk_rope_head_dim}"
+    parts = [f"{a.model_type or '?'}: {a.num_hidden_layers} layers ({kinds})", f"hidden {a.hidden_size:,}"]
+    parts += [attn] if attn else []
+    if a.sliding_window:
+        parts.append(f"sliding window {a.sliding_window:,}")
+    if a.vocab_size:
+        parts.append(f"vocab {a.vocab_size:,}")
+    rows = [["Architecture", ", ".join(parts)]]
+    if a.num_experts:
+        moe = f"{a.num_experts} experts, {a.num_experts_per_tok} per token"
+        if a.num_shared_experts:
+            moe += f", {a.num_shared_experts} shared"
+        if m.active_params is not None:
+            moe += f"; {human_count(m.active_params)} parameters active per token"
+        rows.append(["Experts", moe])
+    kv = m.kv_cache
+    line = f"{kv.dtype}, {human_bytes(kv.bytes_per_token)} per token"
+    if kv.state_bytes_per_sequence:
+        line += f" + {human_bytes(kv.state_bytes_per_sequence)} fixed per sequence"
+    seqs = f"{kv.batch_size} sequence{'s' * (kv.batch_size != 1)}"
+    line += f"; {human_bytes(kv.bytes)} for {seqs} of {kv.context_tokens:,} tokens"
+    rows.append(["KV cache", line])
+    return rows
+
+
+_MEMORY_HEADERS = ["precision", "weights", "KV cache", "activations", "overhead", "total", "weights x 1.2"]
+
+
+def stored_label(report: ModelReport) -> str:
+    """What "stored" means for this checkpoint: its quantization, else its main dtype."""
+    p = report.parameters
+    if p.quant_method:
+        return p.quant_method
+    by = p.stored_by_dtype_elements
+    return max(by, key=lambda k: by[k]) if by else "?"
+
+
+def _memory_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[str, list[list[str]]]:
+    m = report.memory
+    if m is None:
+        return "", []
+    s = m.settings
+    tp = f", {s.tensor_parallel_size} GPUs (per GPU)" if s.tensor_parallel_size > 1 else ""
+    title = (f"Memory in GiB (vLLM, {m.context_tokens:,} tokens x {s.batch_size}"
+             f" sequence{'s' * (s.batch_size != 1)}{tp})")
+    stored = stored_label(report)
+    rows = []
+    for e in m.estimates:
+        if precisions is not None and e.precision.value not in precisions:
+            continue
+        label = f"stored ({stored})" if e.precision.value == "stored" else e.precision.value
+        rows.append([label] + [f"{x / GIB:.2f}" for x in (
+            e.weights_bytes, e.kv_cache_bytes, e.activation_bytes, e.overhead_bytes, e.total_bytes,
+            e.rule_of_thumb_bytes)])
+    return title, rows
 
 
 def _plain(rows: list[list[str]]) -> str:
@@ -92,12 +177,24 @@ def _plain(rows: list[list[str]]) -> str:
     return tabulate(rows, tablefmt="plain", colalign=("left", "right", "left"), preserve_whitespace=True)
 
 
-def render_table(report: ModelReport, *, files: bool = False) -> str:
+# shared/DESIGN.md: the table shows these unless --precision names others; JSON has them all.
+TABLE_PRECISIONS = ("stored", "bf16", "fp8", "int8", "int4")
+
+
+def render_table(report: ModelReport, *, files: bool = False,
+                 precisions: tuple[str, ...] | None = TABLE_PRECISIONS) -> str:
     """The human-readable table."""
     from tabulate import tabulate
 
     rows, file_rows = _rows(report, files=files)
     out = [_title(report), "", _plain(rows)]
+    arch = _architecture_rows(report)
+    if arch:
+        out += ["", tabulate(arch, tablefmt="plain")]
+    title, mem = _memory_rows(report, precisions)
+    if mem:
+        out += ["", title, tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="simple", disable_numparse=True,
+                                    colalign=("left",) + ("right",) * 6)]
     if file_rows:
         out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="simple",
                              colalign=("left", "right", "right", "right"))]
@@ -105,12 +202,20 @@ def render_table(report: ModelReport, *, files: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_markdown(report: ModelReport, *, files: bool = False) -> str:
+def render_markdown(report: ModelReport, *, files: bool = False,
+                    precisions: tuple[str, ...] | None = TABLE_PRECISIONS) -> str:
     """The same content as a Markdown table, for pull-request comments."""
     from tabulate import tabulate
 
     rows, file_rows = _rows(report, files=files)
     out = [f"### {_title(report)}", "", tabulate(rows, headers=["", "exact", ""], tablefmt="github")]
+    arch = _architecture_rows(report)
+    if arch:
+        out += ["", tabulate(arch, headers=["", ""], tablefmt="github")]
+    title, mem = _memory_rows(report, precisions)
+    if mem:
+        out += ["", f"**{title}**", "", tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="github",
+                                                disable_numparse=True, colalign=("left",) + ("right",) * 6)]
     if file_rows:
         out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="github")]
     out += [f"> note: {n}" for n in _notes(report)]

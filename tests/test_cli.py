@@ -32,12 +32,25 @@ def test_table_is_exact(capsys) -> None:
         "Parameters       111,209,914,368  111.21 B  BF16\n"
         "Stored elements  111,209,914,368\n"
         "Weights (bytes)  222,419,828,736  207.14 GiB  in 45 safetensors files\n"
+        "\n"
+        "Architecture  qwen2: 80 layers (80 full attention), hidden 8,192, 64 heads / 8 KV heads x 128, "
+        "vocab 152,064\n"
+        "KV cache      bf16, 320.0 KiB per token; 10.00 GiB for 1 sequence of 32,768 tokens\n"
+        "\n"
+        "Memory in GiB (vLLM, 32,768 tokens x 1 sequence)\n"
+        "precision        weights    KV cache    activations    overhead    total    weights x 1.2\n"
+        "-------------  ---------  ----------  -------------  ----------  -------  ---------------\n"
+        "stored (BF16)     207.14       10.00           3.32        2.21   222.67           248.57\n"
+        "bf16              207.14       10.00           3.32        2.21   222.67           248.57\n"
+        "fp8               105.92       10.00           3.32        2.21   121.45           127.10\n"
+        "int8              107.48       10.00           3.32        2.21   123.00           128.97\n"
+        "int4               57.25       10.00           3.32        2.21    72.77            68.70\n"
     )
     assert err == ""
 
 
 def test_table_with_buffers_and_files(capsys) -> None:
-    assert run([GPT2, "--files"]) == 0
+    assert run([GPT2, "--files", "--precision", "bf16"]) == 0
     assert capsys.readouterr().out == (
         "openai-community/gpt2 @ main 607a30d783df (fixtures/snapshots/openai-community--gpt2.json)\n"
         "\n"
@@ -45,6 +58,14 @@ def test_table_with_buffers_and_files(capsys) -> None:
         "Buffers (not parameters)   12,582,912\n"
         "Stored elements           137,022,720\n"
         "Weights (bytes)           548,090,880  0.51 GiB  in 1 safetensors file\n"
+        "\n"
+        "Architecture  gpt2: 12 layers (12 full attention), hidden 768, 12 heads / 12 KV heads x 64, vocab 50,257\n"
+        "KV cache      bf16, 36.0 KiB per token; 36.0 MiB for 1 sequence of 1,024 tokens\n"
+        "\n"
+        "Memory in GiB (vLLM, 1,024 tokens x 1 sequence)\n"
+        "precision      weights    KV cache    activations    overhead    total    weights x 1.2\n"
+        "-----------  ---------  ----------  -------------  ----------  -------  ---------------\n"
+        "bf16              0.23        0.04           1.07        0.78     2.12             0.28\n"
         "\n"
         "file                 parameters        bytes\n"
         "-----------------  ------------  -----------  --------\n"
@@ -116,7 +137,7 @@ def test_save_snapshot_then_read_it_back(tmp_path, capsys) -> None:
     second = json.loads(capsys.readouterr().out)
     assert second["parameters"] == first["parameters"] == {
         "total": 32, "by_dtype": {"F16": 32}, "stored_elements": 32, "stored_by_dtype": {"F16": 32},
-        "buffers": 0, "quantization_elements": 0, "derived": False,
+        "buffers": 0, "quantization_elements": 0, "derived": False, "active": None,
     }
 
 

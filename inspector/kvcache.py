@@ -1,0 +1,183 @@
+"""The KV cache as vLLM V1 lays it out per layer kind, and the dtypes and context it depends on.
+
+Pure functions over an Architecture; exact integer bytes (vllm/v1/kv_cache_interface.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .arch import Architecture, LayerKind
+from .errors import UsageError
+
+# --kv-cache-dtype: vLLM's CacheConfig values plus the aliases people type. Bits per element.
+KV_CACHE_DTYPES: dict[str, tuple[str, int]] = {
+    "bfloat16": ("bf16", 16), "bf16": ("bf16", 16),
+    "float16": ("fp16", 16), "fp16": ("fp16", 16), "half": ("fp16", 16),
+    "fp8": ("fp8", 8), "fp8_e4m3": ("fp8_e4m3", 8), "fp8_e5m2": ("fp8_e5m2", 8),
+    "fp32": ("fp32", 32), "float32": ("fp32", 32), "float": ("fp32", 32),
+}
+_CONFIG_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def compute_dtype(arch: Architecture, stored_by_dtype: Mapping[str, int] | None = None) -> str:
+    """The activation dtype vLLM's `--dtype auto` picks: the config's torch_dtype, except that
+    float32 models run in bf16 (vllm/config/model.py `_resolve_auto_dtype`: "Downcast for float32
+    models" to the first supported dtype, bf16 on sm80+). Without a torch_dtype: the checkpoint's
+    most common 16-bit float, else bf16."""
+    name = _CONFIG_DTYPES.get(arch.torch_dtype or "")
+    if name in ("bf16", "fp16"):
+        return name
+    if name is None and stored_by_dtype:
+        floats = Counter({k: v for k, v in stored_by_dtype.items() if k in ("BF16", "F16")})
+        if floats:
+            return {"BF16": "bf16", "F16": "fp16"}[floats.most_common(1)[0][0]]
+    return "bf16"
+
+
+def kv_cache_dtype(value: str, compute: str) -> tuple[str, int]:
+    """(name, bits) for a --kv-cache-dtype value; `auto` is the model's compute dtype, as in vLLM."""
+    key = value.strip().lower()
+    if key == "auto":
+        return compute, 32 if compute == "fp32" else 16
+    if key not in KV_CACHE_DTYPES:
+        allowed = ", ".join(["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "bf16", "fp16", "fp32"])
+        raise UsageError(f"--kv-cache-dtype {value!r} is not one of: {allowed}")
+    return KV_CACHE_DTYPES[key]
+
+
+# vLLM falls back to 2048 tokens when a config names no context length
+# (vllm/config/model.py _get_and_verify_max_len: default_max_len = 2048).
+VLLM_DEFAULT_MAX_LEN = 2048
+
+
+def context_length(arch: Architecture, max_model_len: int | None) -> tuple[int, str]:
+    """(tokens, where it came from): --max-model-len, else the config's own, else vLLM's 2048."""
+    if max_model_len is not None:
+        if max_model_len <= 0:
+            raise UsageError("--max-model-len must be a positive number of tokens")
+        return max_model_len, "--max-model-len"
+    if arch.max_position_embeddings:
+        return arch.max_position_embeddings, "config.json"
+    return VLLM_DEFAULT_MAX_LEN, "vLLM's default (config.json names no context length)"
+
+
+@dataclass(frozen=True)
+class KVGroup:
+    """The layers of one kind and what they cache for one sequence."""
+
+    kind: str
+    layers: int
+    bytes_per_token: int  # all layers of this kind together; 0 for fixed-state layers
+    tokens: int  # tokens held per sequence (after the window / chunk cap)
+    bytes_per_sequence: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "layers": self.layers, "bytes_per_token": self.bytes_per_token,
+                "tokens": self.tokens, "bytes_per_sequence": self.bytes_per_sequence}
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """The KV cache of `batch_size` sequences of `context_tokens`, per GPU at `tensor_parallel_size`."""
+
+    dtype: str
+    bytes_per_token: int
+    context_tokens: int
+    batch_size: int
+    bytes: int
+    state_bytes_per_sequence: int
+    groups: tuple[KVGroup, ...]
+    tensor_parallel_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "bytes_per_token": self.bytes_per_token,
+            "context_length": self.context_tokens,
+            "batch_size": self.batch_size,
+            "bytes": self.bytes,
+            "state_bytes_per_sequence": self.state_bytes_per_sequence,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "layers": [g.to_dict() for g in self.groups],
+        }
+
+
+# vLLM allocates the cache in blocks: 16 tokens on CUDA (vllm/platforms/cuda.py, CacheConfig
+# DEFAULT_BLOCK_SIZE), 64 for MLA (FlashMLA, the pre-Blackwell default, forces 64).
+BLOCK_SIZE = 16
+MLA_BLOCK_SIZE = 64
+
+
+def _blocks(tokens: int, block: int) -> int:
+    return -(-tokens // block)
+
+
+def kv_heads_per_gpu(kv_heads: int, tp: int) -> int:
+    """vLLM splits KV heads across tensor-parallel ranks, or replicates them when there are fewer
+    heads than ranks: each GPU holds max(1, kv_heads // tp) (vllm/config/model.py
+    get_num_kv_heads)."""
+    return max(1, kv_heads // tp)
+
+
+def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int], *,
+             max_num_batched_tokens: int = 8192, tensor_parallel_size: int = 1, state_bits: int = 16) -> KVCache:
+    """KV cache bytes, as vLLM V1 lays it out per layer kind (vllm/v1/kv_cache_interface.py).
+
+    - full attention: 2 (K and V) x kv_heads x head_dim per token per layer, for every token,
+      in whole blocks of 16 tokens (AttentionSpec.page_size_bytes, FullAttentionSpec);
+    - sliding window: the same per token, holding min(context, window - 1 + max_num_batched_tokens)
+      tokens plus one block (SlidingWindowSpec.max_memory_usage_bytes: a prefill chunk attends to
+      the window behind it, and the window may start mid-block);
+    - chunked local attention (Llama 4): min(context, chunk + max_num_batched_tokens) tokens;
+    - MLA: one latent of kv_lora_rank + qk_rope_head_dim per token per layer (MLAAttentionSpec, one
+      "head", no factor 2), blocks of 64, replicated on every tensor-parallel rank;
+    - linear attention and Mamba: a fixed state per sequence, split across ranks by heads;
+    - encoder-decoder: cross-attention K and V over the encoder's tokens, per sequence.
+
+    >>> from inspector.arch import parse_architecture
+    >>> a = parse_architecture({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+    ...                         "num_attention_heads": 4, "num_key_value_heads": 2})
+    >>> kv_cache(a, 16, 1, ("bf16", 16)).bytes   # 2 layers x 2 (K,V) x 2 heads x 16 dims x 2 bytes x 16
+    4096
+    """
+    name, bits = dtype
+    tp = tensor_parallel_size
+    counts = Counter(arch.layer_kinds)
+    kv_heads = kv_heads_per_gpu(arch.num_key_value_heads, tp) if arch.num_key_value_heads else 0
+    attn_elems = 2 * kv_heads * arch.head_dim
+    groups = []
+    for kind in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA):
+        n = counts.get(kind, 0)
+        if not n:
+            continue
+        block = MLA_BLOCK_SIZE if kind is LayerKind.MLA else BLOCK_SIZE
+        if kind is LayerKind.MLA:
+            per_token = n * ((arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)) * bits // 8
+        else:
+            per_token = n * attn_elems * bits // 8
+        tokens = _blocks(context, block) * block
+        if kind is LayerKind.SLIDING and arch.sliding_window:
+            held = min(context, arch.sliding_window - 1 + max_num_batched_tokens)
+            tokens = (_blocks(held, block) + 1) * block  # +1: the window may start mid-block
+            tokens = min(tokens, _blocks(context, block) * block)
+        elif kind is LayerKind.CHUNKED and arch.attention_chunk_size:
+            tokens = _blocks(min(context, arch.attention_chunk_size + max_num_batched_tokens), block) * block
+        groups.append(KVGroup(kind.value, n, per_token, tokens, per_token * tokens))
+    state = 0
+    if arch.state is not None:
+        n = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0)
+        # Mamba/DeltaNet state is kept in the model dtype, `state_bits` (vLLM's mamba_cache_dtype "auto").
+        per_layer = -(-arch.state.elements // tp) * state_bits // 8
+        state = n * per_layer
+        groups.append(KVGroup(arch.state.kind, n, 0, 0, state))
+    if arch.encoder_layers:
+        per_token = arch.num_hidden_layers * attn_elems * bits // 8
+        groups.append(KVGroup("cross_attention", arch.num_hidden_layers, 0, context, per_token * context))
+        state += per_token * context
+    per_seq = sum(g.bytes_per_sequence for g in groups)
+    return KVCache(name, sum(g.bytes_per_token for g in groups), context, batch, per_seq * batch,
+                   state, tuple(groups), tp)
