@@ -107,6 +107,46 @@ def test_json_contract(capsys) -> None:
     assert json.loads(capsys.readouterr().out) == doc
 
 
+def test_json_memory_contract(capsys) -> None:
+    args = [QWEN, "--json", "--max-model-len", "8192", "--batch-size", "2", "--kv-cache-dtype", "fp8",
+            "--gpu-memory-utilization", "0.9", "--max-num-seqs", "256", "-tp", "4"]
+    assert run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["assumptions"] == {
+        "engine": "vllm", "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 8192, "max_num_seqs": 256,
+        "enforce_eager": False, "tensor_parallel_size": 4, "context_source": "--max-model-len",
+        "compute_dtype": "bf16",
+    }
+    arch = doc["architecture"]
+    assert (arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]) == (80, 8, 128)
+    assert arch["layer_kinds"] == {"full_attention": 80}
+    kv = doc["kv_cache"]
+    # 80 layers x K and V x 8 KV heads x 128 x 1 byte (fp8); per GPU at TP 4: 2 of the 8 heads.
+    assert kv["bytes_per_token"] == 80 * 2 * 2 * 128
+    assert (kv["context_length"], kv["batch_size"], kv["bytes"]) == (8192, 2, 80 * 2 * 2 * 128 * 8192 * 2)
+    assert [e["precision"] for e in doc["estimates"]] == ["stored", "fp32", "bf16", "fp8", "int8", "int4"]
+    bf16 = doc["estimates"][2]
+    assert bf16["weights_bytes"] == 111_209_914_368 * 2 // 4
+    assert bf16["total_bytes"] == sum(bf16[k] for k in ("weights_bytes", "kv_cache_bytes", "activation_bytes",
+                                                         "overhead_bytes"))
+
+
+def test_estimate_options_are_checked(capsys) -> None:
+    assert run([QWEN, "--kv-cache-dtype", "int3"]) == 2
+    assert "--kv-cache-dtype 'int3' is not one of" in capsys.readouterr().err
+    assert run([QWEN, "--batch-size", "0"]) == 2
+    assert run([QWEN, "--precision", "int2"]) == 2
+
+
+def test_no_config_means_no_estimate_and_says_why(tmp_path, capsys) -> None:
+    f = tmp_path / "model.safetensors"
+    save_file({"w": np.zeros((4, 8), np.float16)}, str(f))
+    assert run([str(f), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["architecture"] is None and doc["estimates"] == [] and doc["kv_cache"] is None
+    assert any("no config.json" in n for n in doc["notes"])
+
+
 def test_version(capsys) -> None:
     assert run(["--version"]) == 0
     assert capsys.readouterr().out == f"hfmem {__version__}\n"
