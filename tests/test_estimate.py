@@ -251,3 +251,55 @@ def test_bad_settings_are_usage_errors(settings, message) -> None:
     assert r.architecture is not None
     with pytest.raises(UsageError, match=message):
         estimate_memory(r.architecture, r.parameters, settings)
+
+
+# --- weights per precision for every fixture --------------------------------------------------
+
+def llama_linears(layers: int, hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int,
+                  experts: int = 0) -> list[tuple[int, int, int]]:
+    """(rows, cols, how many) of a Llama-style decoder's linear weights: q, k, v, o, gate, up, down."""
+    q, kv = heads * head_dim, kv_heads * head_dim
+    mlp = [(inter, hidden, 2 * max(1, experts)), (hidden, inter, max(1, experts))]
+    return [(q, hidden, layers), (kv, hidden, 2 * layers), (hidden, q, layers)] + [
+        (r, c, n * layers) for r, c, n in mlp]
+
+
+LINEARS = {
+    "meta-llama/Llama-2-7b-hf": llama_linears(32, 4096, 32, 32, 128, 11008),
+    "TheBloke/Llama-2-7B-GPTQ": llama_linears(32, 4096, 32, 32, 128, 11008),
+    "meta-llama/Meta-Llama-3-8B": llama_linears(32, 4096, 32, 8, 128, 14336),
+    "mistralai/Mistral-7B-v0.1": llama_linears(32, 4096, 32, 8, 128, 14336),
+    "mistralai/Mixtral-8x7B-v0.1": llama_linears(32, 4096, 32, 8, 128, 14336, experts=8),  # router stays 16-bit
+    "Qwen/Qwen2-7B-Instruct": llama_linears(28, 3584, 28, 4, 128, 18944),  # q/k/v biases stay 16-bit
+    "Qwen/Qwen1.5-110B": llama_linears(80, 8192, 64, 8, 128, 49152),
+    "google/gemma-2-9b-it": llama_linears(42, 3584, 16, 8, 256, 14336),
+    "llava-hf/llava-1.5-7b-hf": llama_linears(32, 4096, 32, 32, 128, 11008),  # vision tower stays 16-bit
+    # Phi-3 fuses q/k/v (9216 x 3072) and gate/up (16384 x 3072).
+    "microsoft/Phi-3-mini-4k-instruct": [(9216, 3072, 32), (3072, 3072, 32), (16384, 3072, 32), (3072, 8192, 32)],
+    # GPT-2's Conv1D stores [in, out]: c_attn, attn.c_proj, c_fc, mlp.c_proj.
+    "openai-community/gpt2": [(768, 2304, 12), (768, 768, 12), (768, 3072, 12), (3072, 768, 12)],
+    # gpt-oss-20b: attention q, k, v, o and 32 fused experts per layer (gate_up 5760 x 2880, down 2880 x 2880).
+    "openai/gpt-oss-20b": [(4096, 2880, 24), (512, 2880, 48), (2880, 4096, 24), (32 * 5760, 2880, 24),
+                           (32 * 2880, 2880, 24)],
+}
+
+
+@pytest.mark.parametrize("repo_id", sorted(LINEARS))
+def test_weights_per_precision_every_fixture(repo_id: str) -> None:
+    from test_fixtures import EXPECTED as PARAMS
+
+    total = PARAMS[repo_id][0]
+    linear = sum(r * c * n for r, c, n in LINEARS[repo_id])
+    groups = sum(r * blocks(c, 128) * n for r, c, n in LINEARS[repo_id])
+    block_count = sum(blocks(r, 128) * blocks(c, 128) * n for r, c, n in LINEARS[repo_id])
+    rest = (total - linear) * 2
+    expected = {
+        Precision.FP32: total * 4,
+        Precision.BF16: total * 2,
+        Precision.FP8: linear + block_count * 4 + rest,
+        Precision.INT8: linear + groups * 2 + rest,
+        Precision.INT4: -(-linear // 2) + groups * 2 + -(-groups // 2) + rest,
+    }
+    r = _report(repo_id)
+    assert r.architecture is not None
+    assert {p: weights_bytes(p, r.parameters, r.architecture) for p in expected} == expected
