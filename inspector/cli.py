@@ -223,6 +223,76 @@ def inspect_cmd(
         sys.stdout.write(render_table(report, files=files, precisions=shown))
 
 
+CountOpt = Annotated[
+    int | None, typer.Option("--count", min=1, help="GPUs available (default: the fewest that fit, up to 8).")
+]
+CheckPrecisionOpt = Annotated[
+    PrecisionChoice, typer.Option("--precision", case_sensitive=False, help="Weight precision (default: as stored).")
+]
+GpusFileOpt = Annotated[
+    Path | None,
+    typer.Option("--gpus-file", metavar="FILE", help="Extra GPUs in TOML, as inspector/data/gpus.toml "
+                 "(also HFMEM_GPUS_FILE)."),
+]
+
+
+@app.command("check")
+def check_cmd(
+    model: ModelArg,
+    gpu: Annotated[str, typer.Option("--gpu", help='GPU to check against, e.g. "H100 80GB", h100, a100-80g.')],
+    count: CountOpt = None,
+    precision: CheckPrecisionOpt = PrecisionChoice.stored,
+    gpus_file: GpusFileOpt = None,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+    json_: JsonOpt = False,
+    offline: OfflineOpt = False,
+    quiet: QuietOpt = False,
+    max_model_len: MaxModelLenOpt = None,
+    batch_size: BatchSizeOpt = 1,
+    kv_cache_dtype: KvCacheDtypeOpt = "auto",
+    gpu_memory_utilization: GpuUtilOpt = 0.92,
+) -> None:
+    """Exit 0 if MODEL fits on the GPU(s), 3 if it does not; say why either way."""
+    import json
+
+    from .api import inspect_model
+    from .errors import ConfigError
+    from .estimate import Precision
+    from .fit import fit
+    from .gpus import find_gpu, load_gpus
+    from .report import gib
+
+    target = find_gpu(gpu, load_gpus(gpus_file))
+    settings = _settings(max_model_len, batch_size, kv_cache_dtype, 1, [precision], 8192, 1024,
+                         gpu_memory_utilization, False)
+    report = inspect_model(model, revision=revision, token=token, offline=offline or None, settings=settings)
+    if report.architecture is None:
+        raise ConfigError(f"{report.checkpoint.name}: {report.architecture_error or 'no config.json'}; cannot check")
+    result = fit(report.architecture, report.parameters, Precision(precision.value), target, settings, count)
+    for warning in report.checkpoint.warnings:
+        _hint(f"warning: {warning}", quiet)
+    if json_:
+        sys.stdout.write(json.dumps({"model": report.checkpoint.name, "revision": report.checkpoint.sha,
+                                     **result.to_dict()}, indent=2) + "\n")
+    elif result.fits and result.per_gpu is not None:
+        assert result.tensor_parallel_size is not None
+        n = result.tensor_parallel_size
+        sys.stdout.write(
+            f"fits: {report.checkpoint.name} ({precision.value}) on {n} x {target.name}"
+            f"{f' (tensor parallel {n})' if n > 1 else ''}: {gib(result.per_gpu.total_bytes)} of "
+            f"{gib(result.usable_bytes)} usable per GPU at {report.memory.context_tokens if report.memory else '?':,}"
+            f" tokens x {batch_size}; longest context {result.max_context_tokens:,} tokens; largest batch "
+            f"{result.max_batch_size}; decode <= {result.decode_tokens_per_s_bound:.0f} tokens/s per sequence "
+            "(bandwidth bound)\n")
+    else:
+        sys.stdout.write(f"does not fit: {report.checkpoint.name} ({precision.value}): {result.reason}\n")
+    if not result.native:
+        _hint(f"note: {precision.value} is not native on {target.name}; it would be emulated or refused", quiet)
+    if not result.fits:
+        raise typer.Exit(int(ExitCode.DOES_NOT_FIT))
+
+
 cache_app = typer.Typer(
     name="cache",
     help="Inspect or empty hfmem's cache (HTTP answers and per-commit snapshots). "

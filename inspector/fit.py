@@ -1,0 +1,138 @@
+"""Where a model fits: which GPUs, how many (tensor-parallel sizes the heads allow), the longest
+context and the largest batch, and a bandwidth bound on decode speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .arch import Architecture
+from .estimate import Estimate, Precision, Settings, estimate_memory
+from .gpus import GPU
+from .params import ParameterCount
+
+# One node: beyond 8 GPUs vLLM needs pipeline parallelism across nodes (--pipeline-parallel-size).
+MAX_NODE_GPUS = 8
+
+
+def tp_allowed(tp: int, heads: int, kv_heads: int) -> bool:
+    """vLLM's rule (vllm/config/parallel.py, model.py verify_with_parallel_config): the attention
+    heads must divide by the tensor-parallel size; KV heads are split when the size divides them
+    and replicated when it is a multiple of them.
+
+    >>> [tp for tp in range(1, 17) if tp_allowed(tp, 40, 8)]
+    [1, 2, 4, 8]
+    """
+    if heads == 0:  # attention-free (Mamba): no head constraint modelled
+        return True
+    if heads % tp:
+        return False
+    return kv_heads == 0 or kv_heads % tp == 0 or tp % kv_heads == 0
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One precision on one GPU model."""
+
+    gpu: GPU
+    precision: Precision
+    tensor_parallel_size: int | None  # None: no size up to MAX_NODE_GPUS fits
+    usable_bytes: int  # per GPU: memory x gpu_memory_utilization
+    per_gpu: Estimate | None
+    max_context_tokens: int | None
+    max_batch_size: int | None
+    decode_tokens_per_s_bound: float | None
+    native: bool
+    reason: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return self.tensor_parallel_size is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu.name,
+            "precision": self.precision.value,
+            "fits": self.fits,
+            "gpus_needed": self.tensor_parallel_size,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "usable_bytes_per_gpu": self.usable_bytes,
+            "weights_bytes_per_gpu": self.per_gpu.weights_bytes if self.per_gpu else None,
+            "kv_cache_bytes_per_gpu": self.per_gpu.kv_cache_bytes if self.per_gpu else None,
+            "total_bytes_per_gpu": self.per_gpu.total_bytes if self.per_gpu else None,
+            "max_context_tokens": self.max_context_tokens,
+            "max_batch_size": self.max_batch_size,
+            "decode_tokens_per_s_bound": self.decode_tokens_per_s_bound,
+            "native_precision": self.native,
+            "reason": self.reason,
+        }
+
+
+def _one(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, **changes: Any) -> Estimate:
+    s = replace(settings, tensor_parallel_size=tp, **changes)
+    return estimate_memory(arch, params, s).estimates[0]
+
+
+def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: GPU, settings: Settings,
+        count: int | None = None) -> Fit:
+    """The smallest tensor-parallel size (or `count`) at which the model fits on `gpu`."""
+    settings = replace(settings, precisions=(precision,))
+    usable = int(gpu.memory_bytes * settings.assumptions.gpu_memory_utilization)
+    native = gpu.native("bf16" if precision in (Precision.BF16, Precision.STORED) else precision.value)
+    if precision is Precision.STORED:
+        native = True
+    sizes = [count] if count else range(1, MAX_NODE_GPUS + 1)
+    heads, kv = arch.num_attention_heads, arch.num_key_value_heads
+    chosen = None
+    for tp in sizes:
+        if not tp_allowed(tp, heads, kv):
+            continue
+        est = _one(arch, params, settings, tp)
+        if est.total_bytes <= usable:
+            chosen = (tp, est)
+            break
+    if chosen is None:
+        if count and not tp_allowed(count, heads, kv):
+            reason = f"{count} GPUs cannot split {heads} attention heads / {kv} KV heads"
+        elif count:
+            reason = f"needs more than {count} x {gpu.name}"
+        else:
+            reason = f"needs more than {MAX_NODE_GPUS} x {gpu.name}: pipeline parallelism across nodes"
+        return Fit(gpu, precision, None, usable, None, None, None, None, native, reason)
+    tp, est = chosen
+    return Fit(gpu, precision, tp, usable, est, _longest_context(arch, params, settings, tp, usable),
+               _largest_batch(est, settings, usable), _decode_bound(gpu, est, params, arch, tp), native)
+
+
+def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, usable: int) -> int:
+    """The largest --max-model-len that fits at this size, up to the model's own context."""
+    top = arch.max_position_embeddings or settings.max_model_len or 2048
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _one(arch, params, settings, tp, max_model_len=mid).total_bytes <= usable:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _largest_batch(est: Estimate, settings: Settings, usable: int) -> int:
+    per_seq = est.kv_cache_bytes // settings.batch_size
+    if per_seq == 0:
+        return settings.batch_size
+    return settings.batch_size + (usable - est.total_bytes) // per_seq
+
+
+def _decode_bound(gpu: GPU, est: Estimate, params: ParameterCount, arch: Architecture, tp: int) -> float:
+    """Decoding reads every active weight and the sequence's KV cache once per token, so
+    tokens/s per sequence <= bandwidth / bytes read (a bound, not a prediction)."""
+    from .estimate import active_params
+
+    weights = est.weights_bytes
+    active = active_params(params, arch)
+    if active:
+        weights = weights * active // max(1, params.total_params)
+    per_seq_kv = est.kv_cache_bytes
+    return gpu.bandwidth_bytes_per_s / max(1, weights + per_seq_kv)

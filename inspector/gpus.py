@@ -1,0 +1,130 @@
+"""The GPU catalog (inspector/data/gpus.toml, every row with its source) and name matching.
+
+Users add their own rows with `--gpus-file FILE` or `HFMEM_GPUS_FILE`, in the same format; a row
+of theirs with the name of a built-in one replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UsageError
+
+CATALOG = Path(__file__).parent / "data" / "gpus.toml"
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU model: memory as the driver reports it, and what it runs natively."""
+
+    name: str
+    memory_bytes: int
+    bandwidth_bytes_per_s: int
+    vendor: str = "nvidia"
+    compute_capability: str = ""
+    bf16: bool = True
+    fp8: bool = False
+    fp4: bool = False
+    aliases: tuple[str, ...] = ()
+    memory_note: str | None = None
+
+    def native(self, precision: str) -> bool:
+        """Whether the GPU computes in this precision natively (bf16 needs sm80+, fp8 sm89+)."""
+        if precision == "bf16":
+            return self.bf16
+        if precision == "fp8":
+            return self.fp8
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "memory_bytes": self.memory_bytes, "vendor": self.vendor,
+                "compute_capability": self.compute_capability, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s}
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read the GPU file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _rows(doc: Mapping[str, Any], where: Path) -> list[GPU]:
+    rows = doc.get("gpu")
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}: expected [[gpu]] tables")
+    out = []
+    for i, row in enumerate(rows, 1):
+        try:
+            out.append(GPU(
+                name=str(row["name"]), memory_bytes=_positive(row["memory_bytes"]),
+                bandwidth_bytes_per_s=_positive(row.get("bandwidth_bytes_per_s", 1)),
+                vendor=str(row.get("vendor", "nvidia")), compute_capability=str(row.get("compute_capability", "")),
+                bf16=bool(row.get("bf16", True)), fp8=bool(row.get("fp8", False)), fp4=bool(row.get("fp4", False)),
+                aliases=tuple(str(a) for a in row.get("aliases", ())), memory_note=row.get("memory_note"),
+            ))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: [[gpu]] number {i}: missing or invalid {e}") from None
+    return out
+
+
+def _positive(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise ValueError("value (a positive number)")
+    return int(v)
+
+
+@lru_cache(maxsize=1)
+def builtin_gpus() -> tuple[GPU, ...]:
+    return tuple(_rows(_toml(CATALOG), CATALOG))
+
+
+def load_gpus(extra: str | os.PathLike[str] | None = None) -> tuple[GPU, ...]:
+    """The built-in catalog plus a user file (the argument, else HFMEM_GPUS_FILE)."""
+    path = extra or os.environ.get("HFMEM_GPUS_FILE")
+    gpus = {g.name: g for g in builtin_gpus()}
+    if path:
+        for g in _rows(_toml(Path(path)), Path(path)):
+            gpus[g.name] = g
+    return tuple(gpus.values())
+
+
+def _norm(name: str) -> str:
+    """'NVIDIA H100-80G' -> 'h10080g': case, spaces, dashes, 'nvidia'/'geforce' and a trailing B dropped."""
+    s = name.lower()
+    s = re.sub(r"\b(nvidia|geforce|amd|instinct|tesla|apple)\b", "", s)
+    s = re.sub(r"(\d+)\s*gb?\b", r"\1g", s)
+    return re.sub(r"[^a-z0-9]", "", s)
+
+
+def find_gpu(name: str, gpus: Sequence[GPU] | None = None) -> GPU:
+    """The catalog row a user's GPU name means; forgiving about case, spacing and 'GB'.
+
+    >>> find_gpu("a100-80g").name, find_gpu("H100").name, find_gpu("h100 80gb").name
+    ('A100 80GB', 'H100 80GB', 'H100 80GB')
+    """
+    gpus = gpus or load_gpus()
+    want = _norm(name)
+    for g in gpus:
+        if want in {_norm(g.name), *(_norm(a) for a in g.aliases)}:
+            return g
+    close = [g.name for g in gpus if want and want in _norm(g.name)]
+    hint = f"; did you mean {', '.join(close[:3])}?" if close else "; add yours with --gpus-file"
+    raise UsageError(f"unknown GPU {name!r}{hint}")
+
+
+# shared/DESIGN.md: the fit shown when --gpu names none.
+DEFAULT_GPUS = ("RTX 4090 24GB", "L40S 48GB", "A100 80GB", "H100 80GB", "H200 141GB")
