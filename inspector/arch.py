@@ -139,8 +139,9 @@ _EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_exp
 _EXPERTS_PER_TOK = ("num_experts_per_tok", "experts_per_token", "moe_top_k", "num_experts_per_token")
 
 # Defaults of transformers' config classes for keys their Hub configs often leave out
-# (transformers/models/<type>/configuration_<type>.py). Llava-1.5's text_config, for one, holds
-# only max_position_embeddings/vocab_size and relies on LlamaConfig for the rest.
+# (transformers/models/<type>/configuration_<type>.py, read in transformers 5.23).
+# Llava-1.5's text_config, for one, holds only max_position_embeddings/vocab_size and relies on
+# LlamaConfig for the rest.
 _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008,
               "num_attention_heads": 32, "max_position_embeddings": 2048, "vocab_size": 32000},

@@ -139,31 +139,51 @@ PrecisionOpt = Annotated[
     typer.Option("--precision", case_sensitive=False,
                  help="Weight precision to estimate; repeat for several (default: stored, bf16, fp8, int8, int4)."),
 ]
+# Unset engine options (None) keep inspector.estimate.Assumptions' defaults, the one place they live.
 MaxBatchedTokensOpt = Annotated[
-    int, typer.Option("--max-num-batched-tokens", min=1, help="Tokens in vLLM's profiling forward pass.")
+    int | None,
+    typer.Option("--max-num-batched-tokens", min=1, show_default=False,
+                 help="Tokens in vLLM's profiling forward pass (default 8192)."),
 ]
-MaxNumSeqsOpt = Annotated[int, typer.Option("--max-num-seqs", min=1, help="Rows in vLLM's profiling sampler run.")]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option("--max-num-seqs", min=1, show_default=False,
+                 help="Rows in vLLM's profiling sampler run (default 1024)."),
+]
 GpuUtilOpt = Annotated[
-    float,
-    typer.Option("--gpu-memory-utilization", min=0.01, max=1.0,
-                 help="Fraction of each GPU's memory vLLM may use (vLLM's default 0.92)."),
+    float | None,
+    typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, show_default=False,
+                 help="Fraction of each GPU's memory vLLM may use (default 0.92, vLLM's)."),
 ]
 EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs (as vLLM's --enforce-eager).")]
 
 
-def _settings(max_model_len: int | None, batch_size: int, kv_cache_dtype: str, tensor_parallel_size: int,
-              precision: list[PrecisionChoice] | None, max_num_batched_tokens: int, max_num_seqs: int,
-              gpu_memory_utilization: float, enforce_eager: bool) -> Any:
+def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
+              kv_cache_dtype: str, tensor_parallel_size: int = 1, enforce_eager: bool = False,
+              **engine: int | float | None) -> Any:
+    """Settings from the options; engine options left unset keep Assumptions' defaults."""
     from .estimate import JSON_PRECISIONS, Assumptions, Precision, Settings
 
     chosen = tuple(Precision(p.value) for p in precision) if precision else JSON_PRECISIONS
+    given = {k: v for k, v in engine.items() if v is not None}
     return Settings(
         max_model_len=max_model_len, batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
         tensor_parallel_size=tensor_parallel_size, precisions=tuple(dict.fromkeys(chosen)),
-        assumptions=Assumptions(gpu_memory_utilization=gpu_memory_utilization,
-                                max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                                enforce_eager=enforce_eager),
+        assumptions=Assumptions(enforce_eager=enforce_eager, **given),  # type: ignore[arg-type]
     )
+
+
+def _read(model: str, settings: Any, *, revision: str | None, token: str | None, offline: bool,
+          refresh: bool = False, quiet: bool) -> Any:
+    """inspect_model with the progress bar and the checkpoint's warnings on stderr."""
+    from .api import inspect_model
+
+    with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as progress:
+        report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh,
+                               progress=progress, settings=settings)
+    for warning in report.checkpoint.warnings:
+        _hint(f"warning: {warning}", quiet)
+    return report
 
 
 @app.command(DEFAULT_COMMAND)
@@ -191,30 +211,25 @@ def inspect_cmd(
     kv_cache_dtype: KvCacheDtypeOpt = "auto",
     tensor_parallel_size: TensorParallelOpt = 1,
     precision: PrecisionOpt = None,
-    max_num_batched_tokens: MaxBatchedTokensOpt = 8192,
-    max_num_seqs: MaxNumSeqsOpt = 1024,
-    gpu_memory_utilization: GpuUtilOpt = 0.92,
+    max_num_batched_tokens: MaxBatchedTokensOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    gpu_memory_utilization: GpuUtilOpt = None,
     enforce_eager: EagerOpt = False,
 ) -> None:
     """Count a model's parameters exactly and estimate its memory per precision (the default command)."""
-    from .api import inspect_model
     from .report import TABLE_PRECISIONS, render_json, render_markdown, render_table
 
-    settings = _settings(max_model_len, batch_size, kv_cache_dtype, tensor_parallel_size, precision,
-                         max_num_batched_tokens, max_num_seqs, gpu_memory_utilization, enforce_eager)
+    settings = _settings(precision, max_model_len=max_model_len, batch_size=batch_size,
+                         kv_cache_dtype=kv_cache_dtype, tensor_parallel_size=tensor_parallel_size,
+                         enforce_eager=enforce_eager, max_num_batched_tokens=max_num_batched_tokens,
+                         max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization)
     shown = tuple(p.value for p in settings.precisions) if precision else TABLE_PRECISIONS
-    with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as progress:
-        report = inspect_model(
-            model, revision=revision, token=token, offline=offline or None, refresh=refresh, progress=progress,
-            settings=settings,
-        )
+    report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet)
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
 
         save(report.checkpoint, save_snapshot)
         _hint(f"snapshot written to {save_snapshot}", quiet)
-    for warning in report.checkpoint.warnings:
-        _hint(f"warning: {warning}", quiet)
     if json_ or fmt is OutputFormat.json:
         sys.stdout.write(render_json(report))
     elif fmt is OutputFormat.markdown:
@@ -251,12 +266,11 @@ def check_cmd(
     max_model_len: MaxModelLenOpt = None,
     batch_size: BatchSizeOpt = 1,
     kv_cache_dtype: KvCacheDtypeOpt = "auto",
-    gpu_memory_utilization: GpuUtilOpt = 0.92,
+    gpu_memory_utilization: GpuUtilOpt = None,
 ) -> None:
     """Exit 0 if MODEL fits on the GPU(s), 3 if it does not; say why either way."""
     import json
 
-    from .api import inspect_model
     from .errors import ConfigError
     from .estimate import Precision
     from .fit import fit
@@ -264,14 +278,12 @@ def check_cmd(
     from .report import gib
 
     target = find_gpu(gpu, load_gpus(gpus_file))
-    settings = _settings(max_model_len, batch_size, kv_cache_dtype, 1, [precision], 8192, 1024,
-                         gpu_memory_utilization, False)
-    report = inspect_model(model, revision=revision, token=token, offline=offline or None, settings=settings)
+    settings = _settings([precision], max_model_len=max_model_len, batch_size=batch_size,
+                         kv_cache_dtype=kv_cache_dtype, gpu_memory_utilization=gpu_memory_utilization)
+    report = _read(model, settings, revision=revision, token=token, offline=offline, quiet=quiet)
     if report.architecture is None:
         raise ConfigError(f"{report.checkpoint.name}: {report.architecture_error or 'no config.json'}; cannot check")
     result = fit(report.architecture, report.parameters, Precision(precision.value), target, settings, count)
-    for warning in report.checkpoint.warnings:
-        _hint(f"warning: {warning}", quiet)
     if json_:
         sys.stdout.write(json.dumps({"model": report.checkpoint.name, "revision": report.checkpoint.sha,
                                      **result.to_dict()}, indent=2) + "\n")
@@ -288,7 +300,9 @@ def check_cmd(
     else:
         sys.stdout.write(f"does not fit: {report.checkpoint.name} ({precision.value}): {result.reason}\n")
     if not result.native:
-        _hint(f"note: {precision.value} is not native on {target.name}; it would be emulated or refused", quiet)
+        stored = precision is PrecisionChoice.stored and report.memory
+        dtype = report.memory.compute_dtype if stored else precision.value
+        _hint(f"note: {dtype} is not native on {target.name}; it would be emulated or refused", quiet)
     if not result.fits:
         raise typer.Exit(int(ExitCode.DOES_NOT_FIT))
 

@@ -83,11 +83,9 @@ def weights_bytes(precision: Precision, params: ParameterCount, arch: Architectu
         return total * 2
     if inv is not None:
         linear, groups, blocks = inv.linear_params, inv.linear_groups, inv.linear_blocks
-    else:  # PyTorch .bin: no tensor names; everything but the embeddings counts as linear
-        embed = (arch.vocab_size or 0) * arch.hidden_size
-        linear = max(0, total - 2 * embed)
-        groups = blocks = -(-linear // _GROUP)
-        blocks = -(-linear // (_GROUP * _GROUP))
+    else:  # PyTorch .bin: no tensor names; all but the (untied) embeddings and lm_head count as linear
+        linear = max(0, total - 2 * (arch.vocab_size or 0) * arch.hidden_size)
+        groups, blocks = -(-linear // _GROUP), -(-linear // (_GROUP * _GROUP))
     rest = (total - linear) * 2
     if precision is Precision.FP8:
         return linear + blocks * 4 + rest

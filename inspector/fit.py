@@ -10,9 +10,12 @@ from typing import Any
 from .arch import Architecture
 from .estimate import Estimate, Precision, Settings, estimate_memory
 from .gpus import GPU
+from .kvcache import compute_dtype, context_length
 from .params import ParameterCount
 
-# One node: beyond 8 GPUs vLLM needs pipeline parallelism across nodes (--pipeline-parallel-size).
+# One node: NVIDIA's HGX/DGX H100, H200 and B200 systems hold 8 GPUs (NVIDIA DGX H100 datasheet:
+# "8x NVIDIA H100 Tensor Core GPUs"), as do AMD's MI300X platforms; beyond that vLLM needs pipeline
+# parallelism across nodes (--pipeline-parallel-size).
 MAX_NODE_GPUS = 8
 
 
@@ -79,9 +82,9 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
     """The smallest tensor-parallel size (or `count`) at which the model fits on `gpu`."""
     settings = replace(settings, precisions=(precision,))
     usable = int(gpu.memory_bytes * settings.assumptions.gpu_memory_utilization)
-    native = gpu.native("bf16" if precision in (Precision.BF16, Precision.STORED) else precision.value)
-    if precision is Precision.STORED:
-        native = True
+    # As stored, a model computes in its own dtype (bf16 needs sm80+); fp8 needs sm89+.
+    native = gpu.native(compute_dtype(arch, params.stored_by_dtype_elements)
+                        if precision is Precision.STORED else precision.value)
     sizes = [count] if count else range(1, MAX_NODE_GPUS + 1)
     heads, kv = arch.num_attention_heads, arch.num_key_value_heads
     chosen = None
@@ -107,7 +110,7 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
 
 def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, usable: int) -> int:
     """The largest --max-model-len that fits at this size, up to the model's own context."""
-    top = arch.max_position_embeddings or settings.max_model_len or 2048
+    top, _ = context_length(arch, None)
     lo, hi = 0, top
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -197,8 +197,22 @@ def test_bad_configs_are_config_errors(config, message) -> None:
         parse_architecture(config)
 
 
-def test_config_is_data_not_code() -> None:
-    # auto_map names code to run; hfmem never imports it (Falcon and Jamba configs carry one).
+def test_config_is_data_not_code(tmp_path, monkeypatch) -> None:
+    # auto_map names a module to import; a module that leaves a mark when imported sits right
+    # where Python would find it. Reading the model must not import it.
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from inspector import inspect_model
+
+    mark = tmp_path / "imported"
+    (tmp_path / "evil_config.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     cfg = load("jondurbin--airoboros-jamba-3-3.json")
-    assert "auto_map" in cfg
-    assert parse_architecture(cfg).model_type == "jamba"
+    cfg["auto_map"] = {"AutoConfig": "evil_config.JambaConfig", "AutoModelForCausalLM": "evil_config.Model"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    save_file({"w": np.zeros((2, 2), np.float16)}, str(tmp_path / "model.safetensors"))
+    report = inspect_model(str(tmp_path))
+    assert report.architecture is not None and report.architecture.model_type == "jamba"
+    assert not mark.exists()

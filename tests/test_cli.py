@@ -252,3 +252,14 @@ def test_no_color_help_has_no_escape_codes(monkeypatch, capsys) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     assert run(["inspect", "--help"]) == 0
     assert "\x1b[" not in capsys.readouterr().out
+
+
+def test_help_states_the_engine_defaults_the_estimate_uses(capsys) -> None:
+    from inspector.estimate import Assumptions
+
+    assert run(["inspect", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    a = Assumptions()
+    assert f"(default {a.max_num_batched_tokens})" in text
+    assert f"(default {a.max_num_seqs})" in text
+    assert f"(default {a.gpu_memory_utilization}, vLLM's)" in text

@@ -63,3 +63,30 @@ def test_check_exit_codes(fake_hub, capsys, args, code, text) -> None:
 def test_check_errors_keep_their_codes(fake_hub, capsys) -> None:
     assert run(["check", "nobody/nothing", "--gpu", "a100"]) == 4
     assert run(["check", "meta-llama/Llama-2-7b-hf", "--gpu", "a100"]) == 5  # gated, no token
+
+
+def test_a_precision_not_native_on_the_gpu_is_noted(capsys) -> None:
+    from conftest import snapshot_path
+
+    qwen = str(snapshot_path("Qwen/Qwen1.5-110B"))  # stored in bf16, which a T4 (sm75) lacks
+    assert run(["check", qwen, "--gpu", "t4"]) == 3
+    assert "bf16 is not native on T4 16GB" in capsys.readouterr().err
+    llama2 = str(snapshot_path("meta-llama/Llama-2-7b-hf"))  # float16 runs natively on a V100
+    assert run(["check", llama2, "--gpu", "v100"]) == 0
+    assert "not native" not in capsys.readouterr().err
+
+
+def test_every_catalog_row_names_its_sources() -> None:
+    from inspector.gpus import CATALOG, DEFAULT_GPUS, _toml
+
+    rows = _toml(CATALOG)["gpu"]
+    for row in rows:
+        assert row.get("memory_source") and row.get("source"), row["name"]
+        assert row["memory_bytes"] > 0 and row["bandwidth_bytes_per_s"] > 0, row["name"]
+    names = {r["name"] for r in rows}
+    assert set(DEFAULT_GPUS) <= names
+    for wanted in ("V100 16GB", "V100 32GB", "T4 16GB", "A10 24GB", "A10G 24GB", "L4 24GB", "A100 40GB",
+                   "H100 PCIe 80GB", "B200", "RTX 3060 12GB", "RTX 3070 8GB", "RTX 3080 10GB", "RTX 3090 24GB",
+                   "RTX 4060 Ti 16GB", "RTX 4070 Ti 12GB", "RTX 4080 16GB", "RTX 5090 32GB", "MI300X 192GB",
+                   "MI325X 256GB"):
+        assert wanted in names
