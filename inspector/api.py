@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,8 @@ from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, load_snapshot
 from .errors import ConfigError
 from .estimate import MemoryEstimate, Settings, estimate_memory
+from .fit import Fit, fit
+from .gpus import GPU
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
 
@@ -31,6 +33,7 @@ class ModelReport:
     architecture: Architecture | None = None  # None: no usable config.json (see `architecture_error`)
     memory: MemoryEstimate | None = None
     architecture_error: str | None = None
+    fit: tuple[Fit, ...] = ()  # each GPU x each precision of the estimate
 
     @property
     def notes(self) -> list[str]:
@@ -68,6 +71,7 @@ class ModelReport:
             "architecture": self.architecture.to_dict() if self.architecture else None,
             "kv_cache": m.kv_cache.to_dict() if m else None,
             "estimates": [e.to_dict() for e in m.estimates] if m else [],
+            "fit": [f.to_dict() for f in self.fit],
             "files": [f.to_dict() for f in p.files],
             "notes": self.notes,
             "warnings": list(cp.warnings),
@@ -114,6 +118,7 @@ def inspect_model(
     refresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
+    gpus: Sequence[GPU] | None = None,
 ) -> ModelReport:
     """Read a model's metadata and count it exactly.
 
@@ -122,7 +127,9 @@ def inspect_model(
     `HF_TOKEN` or the stored login. `offline` (None: `HF_HUB_OFFLINE`) answers from the cache
     alone; `refresh` asks the Hub again where a branch points; `progress(done, total)` is called
     as shard headers arrive; `settings` (context, batch, KV dtype, tensor-parallel size, engine
-    assumptions) shape the memory estimate. Raises an `inspector.errors.HfmemError` subclass on bad input.
+    assumptions) shape the memory estimate; `gpus` (default: shared/DESIGN.md's set) are those the
+    fit is computed for, at the tensor-parallel size when it is above 1. Raises an
+    `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision)
     checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress)
@@ -133,4 +140,17 @@ def inspect_model(
         arch = parse_architecture(checkpoint.config)
     except ConfigError as e:  # the counts stand on the tensors alone; say why there is no estimate
         return ModelReport(source, checkpoint, parameters, architecture_error=str(e))
-    return ModelReport(source, checkpoint, parameters, arch, estimate_memory(arch, parameters, settings or Settings()))
+    settings = settings or Settings()
+    memory = estimate_memory(arch, parameters, settings)
+    return ModelReport(source, checkpoint, parameters, arch, memory, fit=fit_table(arch, parameters, settings, gpus))
+
+
+def fit_table(arch: Architecture, params: ParameterCount, settings: Settings,
+              gpus: Sequence[GPU] | None = None) -> tuple[Fit, ...]:
+    """The Fit of every precision in `settings` on every GPU (default: DEFAULT_GPUS)."""
+    from .gpus import DEFAULT_GPUS, builtin_gpus, find_gpu
+
+    if gpus is None:
+        gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GPUS]
+    count = settings.tensor_parallel_size if settings.tensor_parallel_size > 1 else None
+    return tuple(fit(arch, params, p, g, settings, count) for g in gpus for p in settings.precisions)

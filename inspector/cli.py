@@ -155,6 +155,11 @@ GpuUtilOpt = Annotated[
     typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, show_default=False,
                  help="Fraction of each GPU's memory vLLM may use (default 0.92, vLLM's)."),
 ]
+GpusFileOpt = Annotated[
+    Path | None,
+    typer.Option("--gpus-file", metavar="FILE", help="Extra GPUs in TOML, as inspector/data/gpus.toml "
+                 "(also HFMEM_GPUS_FILE)."),
+]
 EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs (as vLLM's --enforce-eager).")]
 
 
@@ -174,15 +179,15 @@ def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | N
 
 
 def _read(model: str, settings: Any, *, revision: str | None, token: str | None, offline: bool,
-          refresh: bool = False, quiet: bool) -> Any:
+          refresh: bool = False, quiet: bool, label: str = "", progress: bool = True, gpus: Any = None) -> Any:
     """inspect_model with the progress bar and the checkpoint's warnings on stderr."""
     from .api import inspect_model
 
-    with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as progress:
+    with _progress_bar(enabled=progress and not quiet and sys.stderr.isatty()) as bar:
         report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh,
-                               progress=progress, settings=settings)
+                               progress=bar, settings=settings, gpus=gpus)
     for warning in report.checkpoint.warnings:
-        _hint(f"warning: {warning}", quiet)
+        _hint(f"warning: {label + ': ' if label else ''}{warning}", quiet)
     return report
 
 
@@ -215,6 +220,10 @@ def inspect_cmd(
     max_num_seqs: MaxNumSeqsOpt = None,
     gpu_memory_utilization: GpuUtilOpt = None,
     enforce_eager: EagerOpt = False,
+    gpu: Annotated[list[str] | None, typer.Option(
+        "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
+        "H200).", show_default=False)] = None,
+    gpus_file: GpusFileOpt = None,
 ) -> None:
     """Count a model's parameters exactly and estimate its memory per precision (the default command)."""
     from .report import TABLE_PRECISIONS, render_json, render_markdown, render_table
@@ -224,7 +233,14 @@ def inspect_cmd(
                          enforce_eager=enforce_eager, max_num_batched_tokens=max_num_batched_tokens,
                          max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization)
     shown = tuple(p.value for p in settings.precisions) if precision else TABLE_PRECISIONS
-    report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet)
+    gpus = None
+    if gpu or gpus_file:
+        from .gpus import DEFAULT_GPUS, find_gpu, load_gpus
+
+        known = load_gpus(gpus_file)
+        gpus = [find_gpu(name, known) for name in (gpu or DEFAULT_GPUS)]
+    report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
+                   gpus=gpus)
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
 
@@ -241,70 +257,107 @@ def inspect_cmd(
 CountOpt = Annotated[
     int | None, typer.Option("--count", min=1, help="GPUs available (default: the fewest that fit, up to 8).")
 ]
-CheckPrecisionOpt = Annotated[
-    PrecisionChoice, typer.Option("--precision", case_sensitive=False, help="Weight precision (default: as stored).")
-]
-GpusFileOpt = Annotated[
-    Path | None,
-    typer.Option("--gpus-file", metavar="FILE", help="Extra GPUs in TOML, as inspector/data/gpus.toml "
-                 "(also HFMEM_GPUS_FILE)."),
-]
 
 
 @app.command("check")
 def check_cmd(
-    model: ModelArg,
-    gpu: Annotated[str, typer.Option("--gpu", help='GPU to check against, e.g. "H100 80GB", h100, a100-80g.')],
+    model: Annotated[str | None, typer.Argument(help="The model to check (or give --models).", show_default=False)
+                     ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option("--models", metavar="FILE", help="Check every [[model]] of a TOML file concurrently "
+                     "(see README, 'CI gate'); options given here replace its [defaults]."),
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(
+        "--gpu", help='GPU to check against, e.g. "H100 80GB", h100, a100-80g.', show_default=False)] = None,
     count: CountOpt = None,
-    precision: CheckPrecisionOpt = PrecisionChoice.stored,
+    precision: Annotated[PrecisionChoice | None, typer.Option(
+        "--precision", case_sensitive=False, help="Weight precision (default: as stored).", show_default=False,
+    )] = None,
     gpus_file: GpusFileOpt = None,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
     json_: JsonOpt = False,
     offline: OfflineOpt = False,
     quiet: QuietOpt = False,
     max_model_len: MaxModelLenOpt = None,
-    batch_size: BatchSizeOpt = 1,
-    kv_cache_dtype: KvCacheDtypeOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Sequences held in the KV cache at once (default 1).", show_default=False,
+    )] = None,
+    kv_cache_dtype: Annotated[str | None, typer.Option(
+        "--kv-cache-dtype", metavar="DTYPE", help="KV cache dtype (default auto: the model's).", show_default=False,
+    )] = None,
     gpu_memory_utilization: GpuUtilOpt = None,
 ) -> None:
-    """Exit 0 if MODEL fits on the GPU(s), 3 if it does not; say why either way."""
-    import json
+    """Exit 0 if the model fits on the GPU(s), 3 if it does not, an error code otherwise; say why.
 
-    from .errors import ConfigError
-    from .estimate import Precision
-    from .fit import fit
-    from .gpus import find_gpu, load_gpus
+    With --models FILE, every entry is checked and the exit code is the highest error code if any
+    entry errored, else 3 if any does not fit, else 0."""
+    from .checks import CheckSpec, evaluate, load_models_file, render_summary, run_checks
+    from .errors import UsageError
+    from .gpus import load_gpus
+
+    given = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
+                                   max_model_len=max_model_len, batch_size=batch_size,
+                                   kv_cache_dtype=kv_cache_dtype,
+                                   gpu_memory_utilization=gpu_memory_utilization).items() if v is not None}
+    if (model is None) == (models is None):
+        raise UsageError("give either a MODEL or --models FILE")
+    if models is not None and revision is not None:
+        raise UsageError("--revision applies to one model; pin revisions per entry in the models file")
+    fmt = OutputFormat.json if json_ else fmt
+    gpus = load_gpus(gpus_file)
+    settings_read = _settings(None, max_model_len=None, batch_size=1, kv_cache_dtype="auto")
+    if models is None:
+        assert model is not None
+        if gpu is None:
+            raise UsageError("--gpu is required with a MODEL (e.g. --gpu h100)")
+        spec = CheckSpec(id=model, revision=revision, **given)
+        report = _read(model, settings_read, revision=revision, token=token, offline=offline, quiet=quiet)
+        results = [evaluate(spec, report, gpus)]
+        if fmt is OutputFormat.table:
+            sys.stdout.write(_check_line(results[0]))
+        elif fmt is OutputFormat.json:
+            import json
+
+            r = results[0]
+            assert r.fit is not None
+            sys.stdout.write(json.dumps({"model": model, "revision": r.revision_sha, "exit_code": r.exit_code,
+                                         "context_tokens": r.context_tokens, **r.fit.to_dict()}, indent=2) + "\n")
+        else:
+            sys.stdout.write(render_summary(results, fmt.value))
+    else:
+        entries = load_models_file(models, given)
+
+        def read(model_id: str, rev: str | None) -> Any:
+            return _read(model_id, settings_read, revision=rev, token=token, offline=offline, quiet=quiet,
+                         label=model_id, progress=False)
+
+        results = run_checks(entries, read, gpus)
+        sys.stdout.write(render_summary(results, fmt.value))
+    for r in results:
+        if r.native_note:
+            _hint(f"note: {r.spec.id}: {r.native_note}", quiet)
+    from .checks import overall_exit_code
+
+    code = overall_exit_code(results)
+    if code:
+        raise typer.Exit(code)
+
+
+def _check_line(r: Any) -> str:
+    """One line saying whether and how the model fits, and why."""
     from .report import gib
 
-    target = find_gpu(gpu, load_gpus(gpus_file))
-    settings = _settings([precision], max_model_len=max_model_len, batch_size=batch_size,
-                         kv_cache_dtype=kv_cache_dtype, gpu_memory_utilization=gpu_memory_utilization)
-    report = _read(model, settings, revision=revision, token=token, offline=offline, quiet=quiet)
-    if report.architecture is None:
-        raise ConfigError(f"{report.checkpoint.name}: {report.architecture_error or 'no config.json'}; cannot check")
-    result = fit(report.architecture, report.parameters, Precision(precision.value), target, settings, count)
-    if json_:
-        sys.stdout.write(json.dumps({"model": report.checkpoint.name, "revision": report.checkpoint.sha,
-                                     **result.to_dict()}, indent=2) + "\n")
-    elif result.fits and result.per_gpu is not None:
-        assert result.tensor_parallel_size is not None
-        n = result.tensor_parallel_size
-        sys.stdout.write(
-            f"fits: {report.checkpoint.name} ({precision.value}) on {n} x {target.name}"
-            f"{f' (tensor parallel {n})' if n > 1 else ''}: {gib(result.per_gpu.total_bytes)} of "
-            f"{gib(result.usable_bytes)} usable per GPU at {report.memory.context_tokens if report.memory else '?':,}"
-            f" tokens x {batch_size}; longest context {result.max_context_tokens:,} tokens; largest batch "
-            f"{result.max_batch_size}; decode <= {result.decode_tokens_per_s_bound:.0f} tokens/s per sequence "
-            "(bandwidth bound)\n")
-    else:
-        sys.stdout.write(f"does not fit: {report.checkpoint.name} ({precision.value}): {result.reason}\n")
-    if not result.native:
-        stored = precision is PrecisionChoice.stored and report.memory
-        dtype = report.memory.compute_dtype if stored else precision.value
-        _hint(f"note: {dtype} is not native on {target.name}; it would be emulated or refused", quiet)
-    if not result.fits:
-        raise typer.Exit(int(ExitCode.DOES_NOT_FIT))
+    f, s = r.fit, r.spec
+    if not (f.fits and f.per_gpu is not None):
+        return f"does not fit: {s.id} ({s.precision}): {f.reason}\n"
+    n = f.tensor_parallel_size
+    return (f"fits: {s.id} ({s.precision}) on {n} x {f.gpu.name}{f' (tensor parallel {n})' if n > 1 else ''}: "
+            f"{gib(f.per_gpu.total_bytes)} of {gib(f.usable_bytes)} usable per GPU at {r.context_tokens:,} tokens "
+            f"x {s.batch_size}; longest context {f.max_context_tokens:,} tokens; largest batch {f.max_batch_size}; "
+            f"decode <= {f.decode_tokens_per_s_bound:.0f} tokens/s per sequence (bandwidth bound)\n")
 
 
 cache_app = typer.Typer(

@@ -87,25 +87,32 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
                         if precision is Precision.STORED else precision.value)
     sizes = [count] if count else range(1, MAX_NODE_GPUS + 1)
     heads, kv = arch.num_attention_heads, arch.num_key_value_heads
-    chosen = None
+    chosen = last = None
     for tp in sizes:
         if not tp_allowed(tp, heads, kv):
             continue
         est = _one(arch, params, settings, tp)
+        last = (tp, est)
         if est.total_bytes <= usable:
             chosen = (tp, est)
             break
     if chosen is None:
         if count and not tp_allowed(count, heads, kv):
             reason = f"{count} GPUs cannot split {heads} attention heads / {kv} KV heads"
-        elif count:
-            reason = f"needs more than {count} x {gpu.name}"
+        elif last is None:
+            reason = f"no GPU count up to {MAX_NODE_GPUS} can split {heads} attention heads / {kv} KV heads"
         else:
-            reason = f"needs more than {MAX_NODE_GPUS} x {gpu.name}: pipeline parallelism across nodes"
+            on = f"{_gib(last[1].total_bytes)} per GPU on {last[0]} x {gpu.name}, {_gib(usable)} usable"
+            reason = (f"needs {on}" if count else
+                      f"needs more than {MAX_NODE_GPUS} GPUs ({on}): pipeline parallelism across nodes")
         return Fit(gpu, precision, None, usable, None, None, None, None, native, reason)
     tp, est = chosen
     return Fit(gpu, precision, tp, usable, est, _longest_context(arch, params, settings, tp, usable),
                _largest_batch(est, settings, usable), _decode_bound(gpu, est, params, arch, tp), native)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, usable: int) -> int:

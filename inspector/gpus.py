@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, HfmemError, UsageError
 
 CATALOG = Path(__file__).parent / "data" / "gpus.toml"
 
@@ -48,7 +48,8 @@ class GPU:
                 "compute_capability": self.compute_capability, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s}
 
 
-def _toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str, bad: type[HfmemError] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a dict; unreadable -> UsageError, invalid -> `bad` naming the line (tomli on 3.10)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -57,9 +58,11 @@ def _toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except OSError as e:
-        raise UsageError(f"cannot read the GPU file {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:  # its message names the line and column
+        raise bad(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise bad(f"{path}: not valid TOML: not UTF-8 text") from None
 
 
 def _rows(doc: Mapping[str, Any], where: Path) -> list[GPU]:
@@ -89,7 +92,7 @@ def _positive(v: Any) -> int:
 
 @lru_cache(maxsize=1)
 def builtin_gpus() -> tuple[GPU, ...]:
-    return tuple(_rows(_toml(CATALOG), CATALOG))
+    return tuple(_rows(read_toml(CATALOG, "the GPU catalog"), CATALOG))
 
 
 def load_gpus(extra: str | os.PathLike[str] | None = None) -> tuple[GPU, ...]:
@@ -97,7 +100,7 @@ def load_gpus(extra: str | os.PathLike[str] | None = None) -> tuple[GPU, ...]:
     path = extra or os.environ.get("HFMEM_GPUS_FILE")
     gpus = {g.name: g for g in builtin_gpus()}
     if path:
-        for g in _rows(_toml(Path(path)), Path(path)):
+        for g in _rows(read_toml(Path(path), "the GPU file"), Path(path)):
             gpus[g.name] = g
     return tuple(gpus.values())
 

@@ -170,6 +170,53 @@ def _memory_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tup
     return title, rows
 
 
+def tokens(n: int) -> str:
+    """A context length as people write it: 32k for 32,768, else with thousands separators.
+
+    >>> tokens(32_768), tokens(131_072), tokens(23_417)
+    ('32k', '128k', '23,417')
+    """
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
+
+
+def _fit_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[str, list[str], list[list[str]]]:
+    """GPUs x precisions: how many GPUs (the tensor-parallel size) and the longest context on them."""
+    m = report.memory
+    if m is None or not report.fit:
+        return "", [], []
+    s = m.settings
+    shown = [p for p in dict.fromkeys(f.precision.value for f in report.fit)
+             if precisions is None or p in precisions]
+    cells: dict[str, dict[str, str]] = {}
+    for f in report.fit:
+        if f.precision.value not in shown:
+            continue
+        if f.fits:
+            cell = f"{f.tensor_parallel_size} ({tokens(f.max_context_tokens or 0)})"
+        else:
+            cell = "-" if s.tensor_parallel_size > 1 else "> 8"
+        cells.setdefault(f.gpu.name, {})[f.precision.value] = cell + ("" if f.native else "*")
+    stored = stored_label(report)
+    headers = ["GPU"] + [f"stored ({stored})" if p == "stored" else p for p in shown]
+    rows = [[gpu] + [by[p] for p in shown] for gpu, by in cells.items()]
+    at = (f"on {s.tensor_parallel_size} GPUs" if s.tensor_parallel_size > 1
+          else "GPUs needed")
+    title = (f"Fit: {at} at {m.context_tokens:,} tokens x {s.batch_size} (longest context that fits on them); "
+             f"vLLM, gpu_memory_utilization {s.assumptions.gpu_memory_utilization}")
+    return title, headers, rows
+
+
+def _fit_legend(rows: list[list[str]], tensor_parallel_size: int) -> list[str]:
+    legend = []
+    if any("> 8" in c for r in rows for c in r):
+        legend.append("> 8: needs pipeline parallelism across nodes")
+    if any(c == "-" or c == "-*" for r in rows for c in r):
+        legend.append(f"-: does not fit on {tensor_parallel_size} GPUs")
+    if any(c.endswith("*") for r in rows for c in r[1:]):
+        legend.append("*: precision not native on that GPU")
+    return ["; ".join(legend)] if legend else []
+
+
 def _plain(rows: list[list[str]]) -> str:
     from tabulate import tabulate
 
@@ -195,6 +242,12 @@ def render_table(report: ModelReport, *, files: bool = False,
     if mem:
         out += ["", title, tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="simple", disable_numparse=True,
                                     colalign=("left",) + ("right",) * 6)]
+    title, headers, fits = _fit_rows(report, precisions)
+    if fits:
+        assert report.memory is not None
+        out += ["", title, tabulate(fits, headers=headers, tablefmt="simple", disable_numparse=True,
+                                    colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += _fit_legend(fits, report.memory.settings.tensor_parallel_size)
     if file_rows:
         out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="simple",
                              colalign=("left", "right", "right", "right"))]
@@ -216,6 +269,12 @@ def render_markdown(report: ModelReport, *, files: bool = False,
     if mem:
         out += ["", f"**{title}**", "", tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="github",
                                                 disable_numparse=True, colalign=("left",) + ("right",) * 6)]
+    title, headers, fits = _fit_rows(report, precisions)
+    if fits:
+        assert report.memory is not None
+        out += ["", f"**{title}**", "", tabulate(fits, headers=headers, tablefmt="github", disable_numparse=True,
+                                                colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += [f"_{line}_" for line in _fit_legend(fits, report.memory.settings.tensor_parallel_size)]
     if file_rows:
         out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="github")]
     out += [f"> note: {n}" for n in _notes(report)]

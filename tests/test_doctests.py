@@ -8,7 +8,8 @@ import importlib
 import pytest
 from conftest import ROOT
 
-MODULES = ["api", "arch", "estimate", "header", "kvcache", "params", "report", "source", "checkpoint", "hub"]
+MODULES = ["api", "arch", "estimate", "header", "kvcache", "params", "report", "source", "checkpoint", "hub", "checks",
+           "fit", "gpus"]
 
 
 @pytest.mark.parametrize("name", MODULES)

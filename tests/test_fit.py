@@ -49,7 +49,7 @@ def test_qwen_110b_through_the_fake_hub(fake_hub, capsys) -> None:
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["--precision", "bf16", "--count", "2"], 3, "needs more than 2 x A100 80GB"),
+    (["--precision", "bf16", "--count", "2"], 3, "needs 114.2 GiB per GPU on 2 x A100 80GB, 73.6 GiB usable"),
     (["--count", "3"], 3, "3 GPUs cannot split 64 attention heads / 8 KV heads"),
     (["--gpu", "h1000"], 2, "unknown GPU"),
 ])
@@ -77,9 +77,9 @@ def test_a_precision_not_native_on_the_gpu_is_noted(capsys) -> None:
 
 
 def test_every_catalog_row_names_its_sources() -> None:
-    from inspector.gpus import CATALOG, DEFAULT_GPUS, _toml
+    from inspector.gpus import CATALOG, DEFAULT_GPUS, read_toml
 
-    rows = _toml(CATALOG)["gpu"]
+    rows = read_toml(CATALOG, "the catalog")["gpu"]
     for row in rows:
         assert row.get("memory_source") and row.get("source"), row["name"]
         assert row["memory_bytes"] > 0 and row["bandwidth_bytes_per_s"] > 0, row["name"]

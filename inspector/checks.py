@@ -1,0 +1,311 @@
+"""`hfmem check`: does a model fit a GPU, for one model or a models.toml of them, with exit codes a
+pipeline can trust (shared/DESIGN.md: the highest error code if any entry errored, else 3 if any does
+not fit, else 0).
+
+A models file is a `[defaults]` table and `[[model]]` entries:
+
+    [defaults]
+    gpu = "A100 80GB"
+    precision = "bf16"
+
+    [[model]]
+    id = "Qwen/Qwen2-7B-Instruct"
+    max_model_len = 8192
+
+Each entry may override any default and pin a `revision`. Options given on the command line replace
+the file's `[defaults]`; an entry's own values win over both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, ExitCode, HfmemError, UsageError
+from .estimate import Assumptions, Precision, Settings
+from .fit import Fit, fit
+from .gpus import GPU, find_gpu, read_toml
+from .kvcache import KV_CACHE_DTYPES, context_length
+
+if TYPE_CHECKING:
+    from .api import ModelReport
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What to check: a model (and revision) on a GPU, under vLLM's option names."""
+
+    id: str
+    gpu: str | None = None
+    revision: str | None = None
+    count: int | None = None
+    precision: str = "stored"
+    max_model_len: int | None = None
+    batch_size: int = 1
+    kv_cache_dtype: str = "auto"
+    gpu_memory_utilization: float | None = None
+
+    def settings(self) -> Settings:
+        util = {} if self.gpu_memory_utilization is None else {"gpu_memory_utilization": self.gpu_memory_utilization}
+        return Settings(max_model_len=self.max_model_len, batch_size=self.batch_size,
+                        kv_cache_dtype=self.kv_cache_dtype, precisions=(Precision(self.precision),),
+                        assumptions=Assumptions(**util))
+
+
+DEFAULT_KEYS = frozenset(f.name for f in fields(CheckSpec)) - {"id", "revision"}
+ENTRY_KEYS = frozenset(f.name for f in fields(CheckSpec))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One entry's answer: a Fit, or the error that stopped it (with its exit code)."""
+
+    spec: CheckSpec
+    position: int  # the entry's number in the file, from 1; 0 for a model named on the command line
+    fit: Fit | None = None
+    revision_sha: str | None = None
+    context_tokens: int | None = None
+    native_note: str | None = None
+    error: str | None = None
+    error_code: int | None = None
+    malformed: bool = False  # the entry itself was invalid: `spec` holds only its id
+
+    @property
+    def exit_code(self) -> int:
+        if self.error_code is not None:
+            return self.error_code
+        assert self.fit is not None
+        return int(ExitCode.OK if self.fit.fits else ExitCode.DOES_NOT_FIT)
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "error"
+        return "fits" if self.exit_code == 0 else "does not fit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "model": self.spec.id,
+            "requested": None if self.malformed else {k: v for k, v in asdict(self.spec).items() if k != "id"},
+            "revision": self.revision_sha,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "context_tokens": self.context_tokens,
+            "fit": self.fit.to_dict() if self.fit else None,
+            "note": self.native_note,
+            "error": self.error,
+        }
+
+
+def overall_exit_code(results: Sequence[CheckResult]) -> int:
+    """shared/DESIGN.md: the highest error code among the entries if any errored, else 3 if any
+    does not fit, else 0.
+
+    >>> missing = CheckResult(CheckSpec("nobody/nothing"), 1, error="not found", error_code=4)
+    >>> overall_exit_code([missing]), overall_exit_code([])
+    (4, 0)
+    """
+    errors = [r.error_code for r in results if r.error_code is not None]
+    if errors:
+        return max(errors)
+    return int(ExitCode.DOES_NOT_FIT) if any(r.exit_code for r in results) else 0
+
+
+# --- the models file ---------------------------------------------------------------------------
+
+
+class EntryError(UsageError):
+    """A malformed [[model]] entry, reported by its position and id."""
+
+
+def _validate(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The values of a [defaults] table or [[model]] entry, type-checked; raises EntryError naming `where`."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("id", "revision", "gpu"):
+            ok = isinstance(value, str) and value.strip() != ""
+            want = "a non-empty string"
+        elif key in ("count", "max_model_len", "batch_size"):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            want = "a positive integer"
+        elif key == "precision":
+            ok = isinstance(value, str) and value.lower() in {p.value for p in Precision}
+            want = "one of " + ", ".join(p.value for p in Precision)
+            value = value.lower() if ok else value
+        elif key == "kv_cache_dtype":
+            ok = isinstance(value, str) and value.strip().lower() in {"auto", *KV_CACHE_DTYPES}
+            want = "auto or one of " + ", ".join(KV_CACHE_DTYPES)
+        elif key == "gpu_memory_utilization":
+            ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                  and 0 < value <= 1)
+            want = "a number in (0, 1]"
+        else:
+            allowed = ", ".join(sorted(ENTRY_KEYS if where.startswith("model") else DEFAULT_KEYS))
+            raise EntryError(f"{where}: unknown key {key!r} (allowed: {allowed})")
+        if not ok:
+            raise EntryError(f"{where}: {key} must be {want}, not {value!r}")
+        out[key] = value
+    return out
+
+
+def load_models_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                     ) -> list[CheckSpec | CheckResult]:
+    """The entries of a models file, in order: a CheckSpec each, or a CheckResult carrying the error
+    of a malformed entry (so the others are still checked). Raises UsageError for a file that is
+    not valid TOML (naming the line) or whose [defaults] is malformed: nothing can be checked then.
+
+    `overrides` (command-line options) replace the file's defaults; an entry's own values win.
+    """
+    path = Path(path)
+    doc = read_toml(path, "the models file", UsageError)
+    unknown = set(doc) - {"defaults", "model"}
+    if unknown:
+        raise UsageError(f"{path}: unknown table {sorted(unknown)[0]!r} (expected [defaults] and [[model]])")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise UsageError(f"{path}: [defaults] must be a table")
+    base = {**_validate(defaults, f"{path}: [defaults]"), **(overrides or {})}
+    models = doc.get("model", [])
+    if not isinstance(models, list) or not models:
+        raise UsageError(f"{path}: no [[model]] entries")
+    out: list[CheckSpec | CheckResult] = []
+    for i, entry in enumerate(models, 1):
+        name = entry.get("id") if isinstance(entry, dict) else None
+        where = f"model {i}" + (f" ({name})" if isinstance(name, str) else "")
+        try:
+            if not isinstance(entry, dict):
+                raise EntryError(f"{where}: must be a table")
+            if "id" not in entry:
+                raise EntryError(f"{where}: has no id")
+            out.append(CheckSpec(**{**base, **_validate(entry, where)}))
+        except EntryError as e:
+            spec = CheckSpec(id=name if isinstance(name, str) else "?")
+            out.append(CheckResult(spec, i, error=str(e), error_code=int(e.exit_code), malformed=True))
+    return out
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+Reader = Callable[[str, str | None], "ModelReport"]
+
+
+def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position: int = 0) -> CheckResult:
+    """Fit one spec against a model already read; raises HfmemError for a bad GPU name or a model
+    without a usable config."""
+    if not spec.gpu:
+        raise UsageError("no GPU named: give --gpu or set gpu in [defaults] or the entry")
+    target = find_gpu(spec.gpu, gpus)
+    if report.architecture is None:
+        why = report.architecture_error or "no config.json"
+        raise ConfigError(f"{report.checkpoint.name}: {why}; cannot check")
+    settings = spec.settings()
+    precision = Precision(spec.precision)
+    result = fit(report.architecture, report.parameters, precision, target, settings, spec.count)
+    note = None
+    if not result.native:
+        dtype = report.memory.compute_dtype if precision is Precision.STORED and report.memory else spec.precision
+        note = f"{dtype} is not native on {target.name}; it would be emulated or refused"
+    context, _ = context_length(report.architecture, spec.max_model_len)
+    return CheckResult(spec, position, result, report.checkpoint.sha, context, note)
+
+
+def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: Sequence[GPU], *,
+               workers: int = 4, done: Callable[[], None] | None = None) -> list[CheckResult]:
+    """Check every entry, reading each distinct (model, revision) once and `workers` at a time; an
+    error in one entry becomes that entry's result and never stops the others."""
+    wanted = {(e.id, e.revision) for e in entries if isinstance(e, CheckSpec)}
+    reports: dict[tuple[str, str | None], ModelReport | HfmemError] = {}
+
+    def load(key: tuple[str, str | None]) -> None:
+        try:
+            reports[key] = read(*key)
+        except HfmemError as e:
+            reports[key] = e
+        except Exception as e:  # a bug in one entry must not hide the answers for the others
+            reports[key] = _internal(e)
+        if done:
+            done()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted) or 1))) as pool:
+        list(pool.map(load, sorted(wanted, key=lambda k: (k[0], k[1] or ""))))
+
+    results = []
+    for i, entry in enumerate(entries, 1):
+        if isinstance(entry, CheckResult):
+            results.append(entry)
+            continue
+        got = reports[(entry.id, entry.revision)]
+        try:
+            if isinstance(got, HfmemError):
+                raise got
+            results.append(evaluate(entry, got, gpus, i))
+        except HfmemError as e:
+            results.append(CheckResult(entry, i, error=str(e), error_code=int(e.exit_code)))
+        except Exception as e:
+            err = _internal(e)
+            results.append(CheckResult(entry, i, error=str(err), error_code=int(err.exit_code)))
+    return results
+
+
+class InternalError(HfmemError):
+    """A bug met while checking one entry; the others still get their answers."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+def _internal(e: Exception) -> HfmemError:
+    return InternalError(f"internal error ({type(e).__name__}: {e}); this is a bug in hfmem: please report it")
+
+
+# --- output ------------------------------------------------------------------------------------
+
+SUMMARY_HEADERS = ["#", "model", "GPU", "precision", "context", "result", "GPUs", "per GPU", "longest context",
+                   "detail"]
+
+
+def _summary_rows(results: Sequence[CheckResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        s, f = r.spec, r.fit
+        gpu = f.gpu.name if f else (s.gpu or "")
+        context = f"{r.context_tokens:,} x {s.batch_size}" if r.context_tokens else ""
+        if f and f.fits and f.per_gpu is not None:
+            gpus = f"{f.tensor_parallel_size}"
+            per_gpu = f"{f.per_gpu.total_bytes / 2**30:.1f} / {f.usable_bytes / 2**30:.1f} GiB"
+            longest = f"{f.max_context_tokens:,}"
+            detail = r.native_note or ""
+        else:
+            gpus, per_gpu, longest = "", "", ""
+            detail = r.error or (f.reason if f else "")
+        rev = f"@{s.revision}" if s.revision else ""
+        precision = "" if r.malformed else s.precision
+        rows.append([str(r.position or ""), s.id + rev, gpu, precision, context, r.status, gpus, per_gpu,
+                     longest, detail])
+    return rows
+
+
+def render_summary(results: Sequence[CheckResult], fmt: str) -> str:
+    """The summary as a plain table, a GitHub Markdown table (pull-request comments) or JSON."""
+    import json
+
+    code = overall_exit_code(results)
+    if fmt == "json":
+        return json.dumps({"exit_code": code, "results": [r.to_dict() for r in results]}, indent=2) + "\n"
+    from tabulate import tabulate
+
+    rows = _summary_rows(results)
+    counts = {s: sum(r.status == s for r in results) for s in ("fits", "does not fit", "error")}
+    tail = f"{counts['fits']} fit, {counts['does not fit']} do not fit, {counts['error']} errors: exit {code}"
+    if fmt == "markdown":
+        marks = {"fits": "✅ fits", "does not fit": "❌ does not fit", "error": "⚠️ error"}
+        md = [row[:5] + [marks[row[5]]] + row[6:] for row in rows]
+        table = tabulate(md, headers=SUMMARY_HEADERS, tablefmt="github", disable_numparse=True)
+        return f"### hfmem check\n\n{table}\n\n{tail}\n"
+    table = tabulate(rows, headers=SUMMARY_HEADERS, tablefmt="simple", disable_numparse=True)
+    return f"{table}\n{tail}\n"
+
