@@ -90,3 +90,37 @@ def test_every_catalog_row_names_its_sources() -> None:
                    "RTX 4060 Ti 16GB", "RTX 4070 Ti 12GB", "RTX 4080 16GB", "RTX 5090 32GB", "MI300X 192GB",
                    "MI325X 256GB"):
         assert wanted in names
+
+
+def test_longest_context_and_largest_batch_by_hand() -> None:
+    """Llama-2-7B in fp16: 32 layers x 32 KV heads x 128 x 2 (K and V) x 2 bytes = 512 KiB per token,
+    allocated in vLLM blocks of 16 tokens; everything else does not grow with the context."""
+    from conftest import snapshot_path
+
+    from inspector.api import inspect_model
+    from inspector.estimate import Precision, Settings
+    from inspector.fit import fit
+    from inspector.gpus import GPU
+
+    report = inspect_model(str(snapshot_path("meta-llama/Llama-2-7b-hf")))
+    arch, params = report.architecture, report.parameters
+    e = report.memory.estimates[0]  # as stored, at its own 4,096 tokens
+    assert report.memory.kv_cache.bytes_per_token == 32 * 32 * 128 * 2 * 2 == 524_288
+    fixed = e.weights_bytes + e.activation_bytes + e.overhead_bytes
+    block = 16 * 524_288
+    # A card with room for the fixed part and 100.5 blocks: the longest context is 100 blocks.
+    usable = fixed + 100 * block + block // 2
+    gpu = GPU("Lab 17GB", memory_bytes=int(usable / 0.92) + 1, bandwidth_bytes_per_s=10**12)
+    assert int(gpu.memory_bytes * 0.92) == usable
+    f = fit(arch, params, Precision.STORED, gpu, Settings(max_model_len=1024), count=1)
+    assert f.fits and f.max_context_tokens == 1600
+    # At 1,024 tokens (64 blocks) per sequence: 100.5 // 64 = 1 sequence.
+    assert f.max_batch_size == 1
+    # At 96 tokens (6 blocks): 100 // 6 = 16 sequences.
+    f = fit(arch, params, Precision.STORED, gpu, Settings(max_model_len=96), count=1)
+    assert f.max_batch_size == 16
+    # Decode reads every weight and one sequence's cache per token: a bound, bandwidth / bytes.
+    assert f.decode_tokens_per_s_bound == 10**12 / (e.weights_bytes + 6 * block)
+    # At the model's own 4,096 tokens (256 blocks) it does not fit, and says by how much.
+    f = fit(arch, params, Precision.STORED, gpu, Settings(), count=1)
+    assert not f.fits and f.reason.startswith("needs ") and f.max_context_tokens is None
