@@ -134,6 +134,10 @@ def inspect_model(
     source = model if isinstance(model, Source) else parse_source(model, revision)
     checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress)
     parameters = count_parameters(checkpoint)
+    if source.kind is SourceKind.HUB and not source.filename:
+        from .hub import save_counts
+
+        save_counts(checkpoint, parameters)
     if "config.json" not in checkpoint.json_files:
         return ModelReport(source, checkpoint, parameters)
     try:

@@ -161,6 +161,31 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+#: transformers, torch and vLLM hold these sizes in int64: a larger number is no real config, and
+#: would only make the estimate's integers too large to print.
+MAX_CONFIG_INT = 2**63 - 1
+#: The per-layer table is built from num_hidden_layers; the deepest published models have a few
+#: hundred layers. A bound keeps a hostile `"num_hidden_layers": 1e12` from exhausting memory.
+MAX_LAYERS = 100_000
+
+
+def _check_int(key: str, v: Any, *, positive: bool = False) -> int:
+    low = 1 if positive else 0
+    if not _is_int(v) or not low <= v <= MAX_CONFIG_INT:
+        kind = "a positive" if positive else "a non-negative"
+        raise ConfigError(f"config.json: {key} must be {kind} integer, got {_short(v)}")
+    return v
+
+
+def _short(v: Any) -> str:
+    """repr() of a config value, cut short: a message stays one readable line."""
+    try:
+        text = repr(v)
+    except ValueError:  # an int past Python's 4300-digit limit (only from a dict, never from JSON)
+        return "an integer too long to print"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class _Reader:
     """Reads fields from a text config (falling back to the outer config, then to class defaults)
     and remembers which fields were assumed."""
@@ -176,14 +201,12 @@ class _Reader:
         return self.outer.get(key)
 
     def int(self, name: str, aliases: Sequence[str], *, required: bool = False,
-            default: int | None = None, why: str = "") -> int | None:
+            default: int | None = None, why: str = "", positive: bool = False) -> int | None:
         for key in aliases:
             v = self.raw(key)
             if v is None:
                 continue
-            if not _is_int(v) or v < 0:
-                raise ConfigError(f"config.json: {key} must be a non-negative integer, got {v!r}")
-            return v
+            return _check_int(key, v, positive=positive)
         for key in aliases:
             if key in self.defaults:
                 self.guessed.append(f"{name}: {self.defaults[key]} (transformers' {self.model_type} default)")
@@ -223,18 +246,21 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
 
     pattern = cfg.get("hybrid_override_pattern")
     layers_default = len(pattern) if isinstance(pattern, str) else None
-    layers = r.int("num_hidden_layers", _LAYERS, required=layers_default is None, default=layers_default)
+    layers = r.int("num_hidden_layers", _LAYERS, required=layers_default is None, default=layers_default,
+                   positive=True)
     encoder_layers = 0
     if model_type in ("t5", "mt5", "umt5", "longt5") or cfg.get("is_encoder_decoder"):
         encoder_layers = layers or 0
         layers = r.int("num_decoder_layers", ("num_decoder_layers", "decoder_layers"), default=encoder_layers,
-                       why="same as the encoder (T5Config)")
-    hidden = r.int("hidden_size", _HIDDEN, required=True)
-    assert layers is not None and hidden is not None
+                       why="same as the encoder (T5Config)", positive=True)
+    if not layers or layers > MAX_LAYERS:  # layers_default: an empty hybrid_override_pattern
+        raise ConfigError(f"config.json: {layers} layers; hfmem reads models of 1 to {MAX_LAYERS:,} layers")
+    hidden = r.int("hidden_size", _HIDDEN, required=True, positive=True)
+    assert hidden is not None
     if model_type in _ATTENTION_FREE:
         heads = kv_heads = head_dim = 0
     else:
-        heads = r.int("num_attention_heads", _HEADS, required=True) or 0
+        heads = r.int("num_attention_heads", _HEADS, required=True, positive=True) or 0
         kv_heads = _kv_heads(cfg, r, heads)
         # No head_dim key means hidden_size / heads, as every config class without one computes it.
         head_dim = r.int("head_dim", ("head_dim", "kv_channels", "d_kv", "attention_head_dim"))
@@ -244,7 +270,7 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
     kv_lora = cfg.get("kv_lora_rank")
     rope_dim = None
     if kv_lora is not None:
-        kv_lora = r.int("kv_lora_rank", ("kv_lora_rank",))
+        kv_lora = r.int("kv_lora_rank", ("kv_lora_rank",), positive=True)
         rope_dim = r.int("qk_rope_head_dim", ("qk_rope_head_dim",), required=True)
         kinds = tuple(LayerKind.MLA if k in (LayerKind.FULL, LayerKind.SLIDING) else k for k in kinds)
         # DeepseekV3Config.qk_head_dim: queries and keys are qk_nope_head_dim + qk_rope_head_dim wide.
@@ -258,6 +284,10 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         shared = 1  # Qwen2-MoE / Qwen3-Next: one shared expert of that width
     context = r.int("max_position_embeddings", _CONTEXT)
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or config.get("dtype")
+    if head_dim <= 0 and set(kinds) & {LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED}:
+        # No head_dim key and more heads than hidden_size: every K and V would be empty.
+        raise ConfigError(f"config.json: attention heads of {head_dim} dimensions (hidden_size {hidden},"
+                          f" num_attention_heads {heads})")
     return Architecture(
         model_type=model_type,
         architectures=tuple(str(a) for a in archs) if isinstance(archs, list) else (),
@@ -291,11 +321,13 @@ def _kv_heads(cfg: Mapping[str, Any], r: _Reader, heads: int) -> int:
     """KV heads under every family's spelling; multi-query and ChatGLM's groups included."""
     if cfg.get("new_decoder_architecture") is False and cfg.get("multi_query"):
         return 1  # FalconAttention: num_kv_heads = 1 unless new_decoder_architecture or not multi_query
-    if cfg.get("multi_query_attention") and _is_int(cfg.get("multi_query_group_num")):
-        return cfg["multi_query_group_num"]  # ChatGLM2/3: K and V have multi_query_group_num heads
+    if cfg.get("multi_query_attention") and cfg.get("multi_query_group_num") is not None:
+        # ChatGLM2/3: K and V have multi_query_group_num heads
+        return _check_int("multi_query_group_num", cfg["multi_query_group_num"], positive=True)
     if cfg.get("multi_query") is True and r.model_type in ("gpt_bigcode", "falcon"):
         return 1  # GPTBigCodeConfig.multi_query: one K/V head
-    n = r.int("num_key_value_heads", ("num_key_value_heads", "num_kv_heads", "n_head_kv", "kv_n_heads"))
+    n = r.int("num_key_value_heads", ("num_key_value_heads", "num_kv_heads", "n_head_kv", "kv_n_heads"),
+              positive=True)
     return heads if n is None else n  # no key: multi-head attention (LlamaConfig's own default)
 
 
@@ -316,8 +348,8 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
     window = cfg.get("sliding_window", r.defaults.get("sliding_window"))
     if cfg.get("use_sliding_window") is False:
         window = None  # Qwen2/Qwen3: sliding_window is ignored unless use_sliding_window
-    if window is not None and (not _is_int(window) or window <= 0):
-        raise ConfigError(f"config.json: sliding_window must be a positive integer, got {window!r}")
+    if window is not None:
+        _check_int("sliding_window", window, positive=True)
     chunk = None
     types = cfg.get("layer_types")
     if model_type == "nemotron_h" and isinstance(cfg.get("hybrid_override_pattern"), str):
@@ -325,7 +357,9 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
         mapping = {"M": LayerKind.MAMBA, "*": LayerKind.FULL, "-": LayerKind.NONE, "E": LayerKind.NONE}
         pattern = cfg["hybrid_override_pattern"]
         if set(pattern) - set(mapping):
-            raise ConfigError(f"config.json: unknown layer in hybrid_override_pattern {pattern!r}")
+            raise ConfigError(f"config.json: unknown layer in hybrid_override_pattern {_short(pattern)}")
+        if len(pattern) != n:  # NemotronHConfig: one character per layer
+            raise ConfigError(f"config.json: hybrid_override_pattern has {len(pattern)} layers for {n} layers")
         return tuple(mapping[c] for c in pattern), window, chunk
     if isinstance(types, list) and types:
         if len(types) != n:
@@ -347,7 +381,8 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
         kinds = tuple(LayerKind.LINEAR if (i + 1) % p else LayerKind.FULL for i in range(n))
     elif model_type == "jamba":
         # JambaConfig.layers_block_type: attention if i % attn_layer_period == attn_layer_offset.
-        period = r.int("attn_layer_period", ("attn_layer_period",), default=8, why="JambaConfig default")
+        period = r.int("attn_layer_period", ("attn_layer_period",), default=8, why="JambaConfig default",
+                       positive=True)
         offset = r.int("attn_layer_offset", ("attn_layer_offset",), default=4, why="JambaConfig default")
         assert period and offset is not None
         kinds = tuple(LayerKind.FULL if i % period == offset else LayerKind.MAMBA for i in range(n))
@@ -357,7 +392,11 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
         # Llama4TextConfig: layers with RoPE (no_rope_layers[i] == 1) use chunked attention;
         # by default every 4th layer is a global NoPE layer.
         chunk = cfg.get("attention_chunk_size", 8192)
+        if chunk is not None:
+            _check_int("attention_chunk_size", chunk)
         no_rope = cfg.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(n)]
+        if not isinstance(no_rope, list) or len(no_rope) != n or not all(x in (0, 1) for x in no_rope):
+            raise ConfigError(f"config.json: no_rope_layers must be {n} entries of 0 or 1, got {_short(no_rope)}")
         kinds = tuple(LayerKind.CHUNKED if chunk and x else LayerKind.FULL for x in no_rope)
     elif window is not None and model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
         # Qwen2Config: sliding for layers i >= max_window_layers when use_sliding_window.
@@ -375,30 +414,36 @@ def _state_dims(cfg: Mapping[str, Any], r: _Reader, model_type: str, hidden: int
                 kinds: tuple[LayerKind, ...]) -> StateDims | None:
     """State shapes after vLLM's MambaStateShapeCalculator (mamba1/mamba2/gated_delta_net)."""
     if LayerKind.LINEAR in kinds:
-        kernel = r.int("linear_conv_kernel_dim", ("linear_conv_kernel_dim",), required=True)
-        kh = r.int("linear_num_key_heads", ("linear_num_key_heads",), required=True)
-        kd = r.int("linear_key_head_dim", ("linear_key_head_dim",), required=True)
-        vh = r.int("linear_num_value_heads", ("linear_num_value_heads",), required=True)
-        vd = r.int("linear_value_head_dim", ("linear_value_head_dim",), required=True)
+        kernel = r.int("linear_conv_kernel_dim", ("linear_conv_kernel_dim",), required=True, positive=True)
+        kh = r.int("linear_num_key_heads", ("linear_num_key_heads",), required=True, positive=True)
+        kd = r.int("linear_key_head_dim", ("linear_key_head_dim",), required=True, positive=True)
+        vh = r.int("linear_num_value_heads", ("linear_num_value_heads",), required=True, positive=True)
+        vd = r.int("linear_value_head_dim", ("linear_value_head_dim",), required=True, positive=True)
         assert kernel and kh and kd and vh and vd
         # conv over q, k and v: 2 * key_dim + value_dim channels; delta-rule state [vh, kd, vd].
         return StateDims("gated_delta_net", kernel, 2 * kh * kd + vh * vd, vh * kd * vd)
     if LayerKind.MAMBA not in kinds:
         return None
     if model_type in ("mamba2", "nemotron_h") or r.raw("mamba_num_heads") or r.raw("n_groups"):
-        nheads = r.int("mamba_num_heads", ("mamba_num_heads", "num_heads"), required=True)
-        head = r.int("mamba_head_dim", ("mamba_head_dim", "head_dim"), required=True)
-        groups = r.int("n_groups", ("n_groups", "mamba_n_groups"), default=1, why="Mamba2Config default")
-        d_state = r.int("ssm_state_size", ("ssm_state_size", "state_size", "mamba_d_state"), required=True)
-        kernel = r.int("conv_kernel", ("conv_kernel", "mamba_d_conv"), default=4, why="Mamba2Config default")
+        nheads = r.int("mamba_num_heads", ("mamba_num_heads", "num_heads"), required=True, positive=True)
+        head = r.int("mamba_head_dim", ("mamba_head_dim", "head_dim"), required=True, positive=True)
+        groups = r.int("n_groups", ("n_groups", "mamba_n_groups"), default=1, why="Mamba2Config default",
+                       positive=True)
+        d_state = r.int("ssm_state_size", ("ssm_state_size", "state_size", "mamba_d_state"), required=True,
+                        positive=True)
+        kernel = r.int("conv_kernel", ("conv_kernel", "mamba_d_conv"), default=4, why="Mamba2Config default",
+                       positive=True)
         assert nheads and head and groups and d_state and kernel
         inner = nheads * head
         return StateDims("mamba2", kernel, inner + 2 * groups * d_state, nheads * head * d_state)
-    expand = r.int("expand", ("mamba_expand", "expand"), default=2, why="MambaConfig default")
+    expand = r.int("expand", ("mamba_expand", "expand"), default=2, why="MambaConfig default", positive=True)
     inner = r.int("intermediate_size", ("mamba_d_inner", "d_inner") if model_type == "jamba"
-                  else ("intermediate_size", "d_inner"), default=(expand or 2) * hidden, why="expand * hidden_size")
-    d_state = r.int("state_size", ("mamba_d_state", "state_size"), default=16, why="MambaConfig default")
-    kernel = r.int("conv_kernel", ("mamba_d_conv", "conv_kernel"), default=4, why="MambaConfig default")
+                  else ("intermediate_size", "d_inner"), default=(expand or 2) * hidden, why="expand * hidden_size",
+                  positive=True)
+    d_state = r.int("state_size", ("mamba_d_state", "state_size"), default=16, why="MambaConfig default",
+                    positive=True)
+    kernel = r.int("conv_kernel", ("mamba_d_conv", "conv_kernel"), default=4, why="MambaConfig default",
+                   positive=True)
     assert inner and d_state and kernel
     return StateDims("mamba1", kernel, inner, inner * d_state)
 

@@ -165,7 +165,8 @@ def cache_info() -> dict[str, object]:
     info: dict[str, object] = {
         "path": str(root),
         "bytes": sum(p.stat().st_size for p in _files(root)),
-        "snapshots": len(list((root / "snapshots").rglob("*.json"))) if root.is_dir() else 0,
+        "snapshots": len([p for p in (root / "snapshots").rglob("*.json") if not p.name.endswith(".digest.json")])
+        if root.is_dir() else 0,
         "refs": len(_files(root / "refs")),
         "http_responses": 0,
     }
@@ -207,9 +208,6 @@ def prune_cache(older_than_days: float) -> int:
         if max(p.stat().st_atime, p.stat().st_mtime) < cutoff:
             p.unlink(missing_ok=True)
     if (root / "http.sqlite").is_file():
-        meta, ranged = build_sessions()
-        _share_write_lock(meta, ranged)
-    for s in (meta, ranged):
+        for s in build_sessions():  # shared with this process's reads: left open
             s.cache.delete(expired=True)
-            s.close()
     return max(0, before - sum(p.stat().st_size for p in _files(root)))

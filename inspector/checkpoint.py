@@ -14,10 +14,13 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedFormat
 from .header import Header, header_from_dict
+
+if TYPE_CHECKING:
+    from .params import ParameterCount
 from .source import SNAPSHOT_FORMAT
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -128,6 +131,8 @@ class Checkpoint:
     sha: str | None = None
     local_path: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    # The counts, when a digest already holds them (inspector/digest.py): count_parameters returns them.
+    counted: ParameterCount | None = field(default=None, compare=False, repr=False)
 
     @property
     def config(self) -> dict[str, Any]:

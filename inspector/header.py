@@ -28,6 +28,9 @@ from .errors import HeaderError, UnknownDtype
 MAX_HEADER_BYTES = 100_000_000
 #: The length prefix: one little-endian u64.
 PREFIX_BYTES = 8
+#: Shapes and offsets are usize in the reference reader (u64 on every platform it ships for), and a
+#: shape whose element or bit count overflows it is refused (tensor.rs: ValidationOverflow).
+MAX_U64 = 2**64 - 1
 
 #: Bits per element of every dtype the safetensors spec defines (`Dtype::bitsize` in
 #: safetensors/src/tensor.rs since 0.6: F4 and F6 are the OCP Microscaling element types,
@@ -170,10 +173,24 @@ def decode_header_json(raw: bytes) -> dict[str, Any]:
 
 def _int_list(value: Any, what: str, tensor: str) -> list[int]:
     if not isinstance(value, list) or not all(
-        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_U64 for x in value
     ):
-        raise HeaderError(f"tensor {tensor!r}: {what} must be a list of non-negative integers")
+        raise HeaderError(f"tensor {tensor!r}: {what} must be a list of non-negative integers below 2**64")
     return value
+
+
+def _size_bits(shape: list[int], dtype: str, tensor: str) -> int:
+    """prod(shape) x dtype bits, refused as soon as a step overflows u64, as tensor.rs does
+    (`try_fold(1, checked_mul)`): a 2**64 x 2**64 shape is not a tensor, and multiplying a
+    hostile header's dims without a bound takes minutes."""
+    elements = 1
+    for d in shape:
+        elements *= d
+        if elements > MAX_U64:
+            break
+    if elements > MAX_U64 or elements * DTYPE_BITS[dtype] > MAX_U64:
+        raise HeaderError(f"tensor {tensor!r}: {dtype} x a {len(shape)}-dim shape overflows a 64-bit size")
+    return elements * DTYPE_BITS[dtype]
 
 
 def header_from_dict(
@@ -196,13 +213,13 @@ def header_from_dict(
         if not isinstance(info, dict):
             raise HeaderError(f"tensor {name!r}: entry is not an object")
         dtype = info.get("dtype")
-        if dtype not in DTYPE_BITS:
+        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:  # a list or object is not hashable
             raise UnknownDtype(f"tensor {name!r}: unknown dtype {dtype!r}")
         shape = _int_list(info.get("shape"), "shape", name)
         offsets = _int_list(info.get("data_offsets"), "data_offsets", name)
         if len(offsets) != 2 or offsets[1] < offsets[0]:
             raise HeaderError(f"tensor {name!r}: data_offsets must be [begin, end] with end >= begin")
-        bits = math.prod(shape) * DTYPE_BITS[dtype]
+        bits = _size_bits(shape, dtype, name)
         if bits % 8:
             raise HeaderError(f"tensor {name!r}: {dtype} x {shape} does not end on a byte boundary")
         if offsets[1] - offsets[0] != bits // 8:

@@ -44,6 +44,8 @@ from .source import Source
 if TYPE_CHECKING:
     import requests
 
+    from .params import ParameterCount
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
@@ -519,19 +521,34 @@ def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
 
 
 def _load_saved(repo_id: str, sha: str, revision: str) -> Checkpoint | None:
+    """The saved snapshot of a commit: its digest (counts, no headers) when there is one."""
     from dataclasses import replace
 
     from .cache import snapshot_path
     from .checkpoint import load_snapshot
+    from .digest import load_digest
 
     path = snapshot_path(repo_id, sha)
     if not path.is_file():
         return None
-    try:
-        cp = load_snapshot(path)
-    except HfmemError:
-        return None  # a damaged entry is read again from the Hub
+    cp = load_digest(path, lambda: load_snapshot(path))
+    if cp is None:
+        try:
+            cp = load_snapshot(path)
+        except HfmemError:
+            return None  # a damaged entry is read again from the Hub
     return replace(cp, name=repo_id, revision=revision, local_path=None)
+
+
+def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
+    """Keep a digest of the counts beside the commit's saved snapshot, for the next warm run."""
+    from .cache import snapshot_path
+    from .digest import save_digest
+
+    if cp.counted is None and cp.repo_id and cp.sha:
+        path = snapshot_path(cp.repo_id, cp.sha)
+        if path.is_file():
+            save_digest(path, cp, params)
 
 
 def _save(cp: Checkpoint) -> None:

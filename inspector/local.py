@@ -32,7 +32,9 @@ def read_header_file(path: Path) -> Header:
                 n = read_length_prefix(prefix)
             except HeaderError as e:
                 raise HeaderError(f"{path.name}: {e}") from None
-            body = f.read(n)
+            # Never more than the file holds: read(n) allocates n bytes first, and a 10-byte file may
+            # claim a 100 MB header. parse_header then says the header runs past the end.
+            body = f.read(min(n, max(0, size - PREFIX_BYTES)))
     except FileNotFoundError:
         raise EntryNotFound(f"{path}: file not found") from None
     except OSError as e:
@@ -90,7 +92,7 @@ def _read_dir(source: Source) -> Checkpoint:
         shards = plan.files or shards_from_index(json_files.get(plan.index_file or ""), plan.index_file or "index")
         for name in shards:
             if name not in files:
-                raise EntryNotFound(f"{root}: {plan.index_file} names {name}, which is not there")
+                raise EntryNotFound(f"{root}: {plan.index_file} names {name!r}, which is not there")
             headers[name] = read_header_file(root / name)
     return Checkpoint(
         name=source.repo_id or source.display,

@@ -221,6 +221,8 @@ def classify(t: TensorInfo, scheme: QuantScheme | None,
 
 def count_parameters(cp: Checkpoint) -> ParameterCount:
     """Count a checkpoint's parameters, stored elements and bytes, in total and per file."""
+    if cp.counted is not None:
+        return cp.counted
     scheme = quant_scheme(cp.quantization_config)
     if cp.plan.format == "pytorch":
         return _derived_count(cp, scheme)

@@ -65,15 +65,32 @@ def parse_source(text: str, revision: str | None = None) -> Source:
     """
     if not text.strip():
         raise UsageError("empty model argument")
-    path = Path(text).expanduser()
-    if path.exists():
+    path = _expand(Path(text))
+    if _exists(path):
         return _local_source(path, revision)
+    if not text.isprintable():  # a newline or NUL: no repo id or URL, and the message must stay one line
+        raise UsageError(f"not a path on disk nor a valid repo id: {text!r}")
     if re.match(r"^https?://", text):
         return _url_source(text, revision)
     if _looks_like_path(text):
         raise NotFoundError(f"no such file or directory: {text}")
     _validate_repo_id(text)
+    _validate_revision(revision)
     return Source(SourceKind.HUB, repo_id=text, revision=revision)
+
+
+def _expand(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:  # `~someone` with no such user: not a path we can expand
+        return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the filesystem is no local path either
+        return False
 
 
 def _looks_like_path(text: str) -> bool:
@@ -94,6 +111,13 @@ def _validate_repo_id(repo_id: str) -> None:
     except HFValidationError as e:
         first = str(e).strip().splitlines()[0]
         raise UsageError(f"not a path on disk nor a valid repo id: {repo_id!r} ({first})") from None
+
+
+def _validate_revision(revision: str | None) -> None:
+    # NOTE: hub_url quotes the revision whole, but `.` and `..` survive quoting and are dot segments
+    # that HTTP clients remove (RFC 3986 5.2.4): `--revision ..` would read another URL. git forbids them.
+    if revision in (".", ".."):
+        raise UsageError(f"not a valid revision: {revision!r}")
 
 
 def _local_source(path: Path, revision: str | None) -> Source:
@@ -117,7 +141,10 @@ def _local_source(path: Path, revision: str | None) -> Source:
 
 
 def _url_source(url: str, revision: str | None) -> Source:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # "Invalid IPv6 URL": a stray bracket in the host
+        raise UsageError(f"{url}: not a valid URL ({e})") from None
     segments = [unquote(s) for s in parts.path.strip("/").split("/") if s]
     if parts.hostname in _HUB_HOSTS and segments and segments[0] in ("datasets", "spaces"):
         raise UsageError(f"{url}: hfmem reads model repos, not {segments[0]}")
@@ -141,9 +168,13 @@ def _url_source(url: str, revision: str | None) -> Source:
             if not file_parts:
                 raise UsageError(f"{url}: a /blob/ URL names a file after the revision")
             filename = "/".join(file_parts)
+            # Segments are unquoted: `%2e%2e` and `%2F` arrive here as `..` and `/`.
+            if any(p in ("", ".", "..") for p in filename.split("/")):
+                raise UsageError(f"{url}: not a file path inside the repo")
             if not filename.endswith(".safetensors"):
                 raise UsageError(f"{url}: only a .safetensors file or a whole repo can be read")
     if revision and url_revision and revision != url_revision:
         raise UsageError(f"--revision {revision!r} contradicts the URL's revision {url_revision!r}")
     _validate_repo_id(repo_id)
+    _validate_revision(revision or url_revision)
     return Source(SourceKind.HUB, repo_id=repo_id, revision=revision or url_revision, filename=filename)

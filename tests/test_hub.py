@@ -300,3 +300,42 @@ def test_cache_info_clear_prune(fake_hub, capsys) -> None:
     assert not Path(os.environ["HFMEM_CACHE_DIR"]).exists()
     assert run(["cache", "info"]) == 0
     assert "snapshots       0" in capsys.readouterr().out
+
+
+def test_warm_runs_answer_from_the_digest_exactly_as_cold(fake_hub, tmp_path) -> None:
+    """A pinned warm run reads the counts from `<sha>.digest.json`, never the 45 headers, and
+    reports exactly what the cold run did; --save-snapshot from it still writes every header."""
+    from inspector.cache import snapshot_path
+    from inspector.checkpoint import to_snapshot
+
+    repo = fake_hub.repos[QWEN110]
+    cold = inspect_model(QWEN110, revision=repo.sha)
+    digest = snapshot_path(QWEN110, repo.sha).with_name(f"{repo.sha}.digest.json")
+    assert digest.is_file() and stat.S_IMODE(digest.stat().st_mode) == 0o600
+    fake_hub.log.clear()
+    warm = inspect_model(QWEN110, revision=repo.sha)
+    assert fake_hub.log == [] and warm.checkpoint.counted is not None
+    assert warm.to_dict() == cold.to_dict()
+    assert to_snapshot(warm.checkpoint) == to_snapshot(cold.checkpoint)  # headers loaded on demand
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other-version", "missing"])
+def test_a_bad_or_foreign_digest_falls_back_to_the_snapshot(fake_hub, damage) -> None:
+    import json
+
+    from inspector.cache import snapshot_path
+
+    repo = fake_hub.repos[QWEN110]
+    cold = inspect_model(QWEN110, revision=repo.sha)
+    digest = snapshot_path(QWEN110, repo.sha).with_name(f"{repo.sha}.digest.json")
+    if damage == "garbage":
+        digest.write_bytes(b"\x00{not json")
+    elif damage == "other-version":
+        digest.write_text(json.dumps({**json.loads(digest.read_text()), "hfmem": "0.0.0-other"}))
+    else:
+        digest.unlink()
+    fake_hub.log.clear()
+    warm = inspect_model(QWEN110, revision=repo.sha)
+    assert fake_hub.log == [] and warm.checkpoint.counted is None  # counted again from the headers
+    assert warm.to_dict() == cold.to_dict()
+    assert digest.is_file()  # and a good digest is written again
