@@ -95,6 +95,7 @@ def read_checkpoint(
     offline: bool | None = None,
     refresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
 ) -> Checkpoint:
     """Read what a Source points at: a snapshot file, a local model, or a Hub repo."""
     if source.kind is SourceKind.SNAPSHOT:
@@ -106,7 +107,7 @@ def read_checkpoint(
         return read_local(source)
     from .hub import read_hub
 
-    return read_hub(source, token=token, offline=offline, refresh=refresh, progress=progress)
+    return read_hub(source, token=token, offline=offline, refresh=refresh, progress=progress, deadline=deadline)
 
 
 def inspect_model(
@@ -119,6 +120,7 @@ def inspect_model(
     progress: Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     gpus: Sequence[GPU] | None = None,
+    deadline: float | None = None,
 ) -> ModelReport:
     """Read a model's metadata and count it exactly.
 
@@ -128,11 +130,13 @@ def inspect_model(
     alone; `refresh` asks the Hub again where a branch points; `progress(done, total)` is called
     as shard headers arrive; `settings` (context, batch, KV dtype, tensor-parallel size, engine
     assumptions) shape the memory estimate; `gpus` (default: shared/DESIGN.md's set) are those the
-    fit is computed for, at the tensor-parallel size when it is above 1. Raises an
+    fit is computed for, at the tensor-parallel size when it is above 1; `deadline` (a
+    `time.monotonic()` value) is when reading from the Hub gives up (NetworkError). Raises an
     `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision)
-    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress)
+    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
+                                 deadline=deadline)
     parameters = count_parameters(checkpoint)
     if source.kind is SourceKind.HUB and not source.filename:
         from .hub import save_counts

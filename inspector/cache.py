@@ -60,13 +60,13 @@ def _private_file(path: Path) -> None:
 # requests-cache backend holds its own SQLite connections, and a pair per model read (check --models
 # reads several at once) let their write transactions wait on one another up to SQLite's 5 s busy
 # timeout.
-_SESSIONS: dict[tuple[str, bool], tuple[requests.Session, requests.Session]] = {}
+_SESSIONS: dict[tuple[str, bool, str], tuple[requests.Session, requests.Session]] = {}
 _BUILD_LOCK = threading.Lock()
 
 
 def build_sessions(*, offline: bool = False, pool_size: int = 64) -> tuple[requests.Session, requests.Session]:
     """(metadata session, range session) sharing one SQLite cache at `cache_dir()/http.sqlite`."""
-    key = (str(cache_dir()), offline)
+    key = (str(cache_dir()), offline, os.environ.get("HFMEM_REDIS_URL", ""))
     with _BUILD_LOCK:
         if key not in _SESSIONS:
             _SESSIONS[key] = _build_sessions(offline=offline, pool_size=pool_size)
@@ -87,16 +87,17 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
         expire_after=BRANCH_TTL_S,
         cache_control=False,
         stale_if_error=False,
+        filter_fn=_small_enough,
     )
     # NOTE: requests-cache keeps settings on the backend object, so each session gets its own
     # backend instance over the same SQLite file. Write-ahead logging lets readers and one writer
     # work at once: with SQLite's default rollback journal, concurrent reads of several models
     # (check --models, two hfmem processes) stalled for seconds on "database is locked".
     meta = requests_cache.CachedSession(
-        backend=requests_cache.SQLiteCache(str(db), wal=True), allowable_codes=(200, 301, 302, 307, 308), **common
+        backend=_backend(db), allowable_codes=(200, 301, 302, 307, 308), **common
     )
     ranged = requests_cache.CachedSession(
-        backend=requests_cache.SQLiteCache(str(db), wal=True), allowable_codes=(206, 301, 302, 307, 308), **common
+        backend=_backend(db), allowable_codes=(206, 301, 302, 307, 308), **common
     )
     _share_write_lock(meta, ranged)
     for s in (meta, ranged):
@@ -105,6 +106,34 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
         for scheme in ("http://", "https://"):
             s.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
     return meta, ranged
+
+
+#: requests-cache reads a whole body to save it: only answers that say how long they are, and are
+#: no longer than the largest metadata hfmem reads (hub.MAX_JSON_BYTES), are cached.
+MAX_CACHED_BODY_BYTES = 128 * 1024 * 1024
+
+
+def _small_enough(response: Any) -> bool:
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) <= MAX_CACHED_BODY_BYTES
+
+
+def _backend(db: Path) -> Any:
+    """The HTTP cache's backend: SQLite in the cache dir, or the Redis server HFMEM_REDIS_URL names
+    (`pip install 'hfmem[redis]'`), which a CI fleet can share. Redis is imported only then."""
+    import requests_cache
+
+    url = os.environ.get("HFMEM_REDIS_URL", "").strip()
+    if not url:
+        return requests_cache.SQLiteCache(str(db), wal=True)
+    try:
+        import redis
+    except ImportError:
+        from .errors import UsageError
+
+        raise UsageError("HFMEM_REDIS_URL is set but the redis client is not installed: "
+                         "pip install 'hfmem[redis]'") from None
+    return requests_cache.RedisCache(namespace="hfmem", connection=redis.Redis.from_url(url))
 
 
 def _share_write_lock(*sessions: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -106,6 +107,14 @@ OfflineOpt = Annotated[
 ]
 RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Revalidate cached Hub answers instead of trusting them.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hints on stderr.")]
+# Our policy: long enough for a 1000-shard model over a slow link with retries, short enough that
+# a CI job stuck on a dead mirror fails within minutes.
+DEFAULT_TIMEOUT_S = 120.0
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, metavar="SECONDS",
+                 help="Give up reading from the Hub after this long in all, retries included (exit 7)."),
+]
 
 
 class PrecisionChoice(str, Enum):
@@ -179,13 +188,14 @@ def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | N
 
 
 def _read(model: str, settings: Any, *, revision: str | None, token: str | None, offline: bool,
-          refresh: bool = False, quiet: bool, label: str = "", progress: bool = True, gpus: Any = None) -> Any:
+          refresh: bool = False, quiet: bool, deadline: float, label: str = "", progress: bool = True,
+          gpus: Any = None) -> Any:
     """inspect_model with the progress bar and the checkpoint's warnings on stderr."""
     from .api import inspect_model
 
     with _progress_bar(enabled=progress and not quiet and sys.stderr.isatty()) as bar:
         report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh,
-                               progress=bar, settings=settings, gpus=gpus)
+                               progress=bar, settings=settings, gpus=gpus, deadline=deadline)
     for warning in report.checkpoint.warnings:
         _hint(f"warning: {label + ': ' if label else ''}{warning}", quiet)
     return report
@@ -224,6 +234,7 @@ def inspect_cmd(
         "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
         "H200).", show_default=False)] = None,
     gpus_file: GpusFileOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Count a model's parameters exactly and estimate its memory per precision (the default command)."""
     from .report import TABLE_PRECISIONS, render_json, render_markdown, render_table
@@ -240,7 +251,7 @@ def inspect_cmd(
         known = load_gpus(gpus_file)
         gpus = [find_gpu(name, known) for name in (gpu or DEFAULT_GPUS)]
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
-                   gpus=gpus)
+                   gpus=gpus, deadline=time.monotonic() + timeout)
     if save_snapshot is not None:
         from .checkpoint import save_snapshot as save
 
@@ -289,6 +300,7 @@ def check_cmd(
         "--kv-cache-dtype", metavar="DTYPE", help="KV cache dtype (default auto: the model's).", show_default=False,
     )] = None,
     gpu_memory_utilization: GpuUtilOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Exit 0 if the model fits on the GPU(s), 3 if it does not, an error code otherwise; say why.
 
@@ -307,6 +319,7 @@ def check_cmd(
     if models is not None and revision is not None:
         raise UsageError("--revision applies to one model; pin revisions per entry in the models file")
     fmt = OutputFormat.json if json_ else fmt
+    deadline = time.monotonic() + timeout  # one deadline for the whole command, every model included
     gpus = load_gpus(gpus_file)
     settings_read = _settings(None, max_model_len=None, batch_size=1, kv_cache_dtype="auto")
     if models is None:
@@ -314,7 +327,8 @@ def check_cmd(
         if gpu is None:
             raise UsageError("--gpu is required with a MODEL (e.g. --gpu h100)")
         spec = CheckSpec(id=model, revision=revision, **given)
-        report = _read(model, settings_read, revision=revision, token=token, offline=offline, quiet=quiet)
+        report = _read(model, settings_read, revision=revision, token=token, offline=offline, quiet=quiet,
+                       deadline=deadline)
         results = [evaluate(spec, report, gpus)]
         if fmt is OutputFormat.table:
             sys.stdout.write(_check_line(results[0]))
@@ -332,7 +346,7 @@ def check_cmd(
 
         def read(model_id: str, rev: str | None) -> Any:
             return _read(model_id, settings_read, revision=rev, token=token, offline=offline, quiet=quiet,
-                         label=model_id, progress=False)
+                         deadline=deadline, label=model_id, progress=False)
 
         results = run_checks(entries, read, gpus)
         sys.stdout.write(render_summary(results, fmt.value))

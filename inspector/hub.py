@@ -60,6 +60,9 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
+#: The largest metadata body read (config, index, API answers): the biggest index we know, a
+#: 1000-shard MoE's, is tens of MB; a server sending more is refused rather than buffered.
+MAX_JSON_BYTES = 128 * 1024 * 1024
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -126,7 +129,8 @@ class HubClient:
     """HTTP to one endpoint with one token: redirects by hand, retries, Hub errors -> our errors."""
 
     def __init__(self, *, token: str | None, offline: bool = False, base: str | None = None,
-                 refresh: bool = False, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                 refresh: bool = False, concurrency: int = DEFAULT_CONCURRENCY,
+                 deadline: float | None = None) -> None:
         from .cache import build_sessions
 
         self.base = (base or endpoint()).rstrip("/")
@@ -135,6 +139,7 @@ class HubClient:
         self.offline = offline
         self.refresh = refresh
         self.timeout = timeout_s()
+        self.deadline = deadline  # time.monotonic() after which nothing more is tried (--timeout)
         self._redirected: dict[str, str] = {}
         self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency)
 
@@ -162,7 +167,7 @@ class HubClient:
 
     def _get_once(self, url: str, *, what: str, byte_range: tuple[int, int] | None,
                   expire_never: bool, force: bool) -> Response:
-        import requests
+        import requests.exceptions
         from requests_cache import NEVER_EXPIRE
 
         headers = {"User-Agent": _user_agent()}
@@ -177,34 +182,51 @@ class HubClient:
         if force and not self.offline:
             kwargs["force_refresh"] = True
         delay = 0.5
+        host = urlsplit(url).netloc
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            timeout = self._remaining(what, host, self.timeout)
             try:
                 raw = session.get(url, headers=headers, allow_redirects=False, stream=True,
-                                  timeout=self.timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as e:
+                                  timeout=timeout, **kwargs)
+                from_cache = bool(getattr(raw, "from_cache", False))
+                if raw.status_code == 504 and self.offline and not from_cache:
+                    raw.close()
+                    raise OfflineMiss(f"offline and not in the cache: {what}")
+                if raw.status_code in (429, 500, 502, 503, 504) and attempt < MAX_ATTEMPTS:
+                    wait = _retry_after(raw.headers.get("Retry-After"), delay)
+                    raw.close()
+                    self._sleep(wait, what, host)
+                    delay *= 2
+                    continue
+                body = _read_limited(raw, byte_range, self.deadline, what)
+                return Response(raw.status_code, dict(raw.headers), body, url, from_cache)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                # Refused, reset, timed out, or a body cut short: all worth another try.
                 if attempt == MAX_ATTEMPTS:
-                    kind = "timed out" if isinstance(e, requests.Timeout) else "unreachable"
-                    raise NetworkError(
-                        f"{what}: {urlsplit(url).netloc} {kind} after {attempt} tries"
-                    ) from None
-                time.sleep(delay * (1 + random.random() / 4))
+                    kind = "timed out" if isinstance(e, requests.Timeout) else (
+                        "unreachable" if isinstance(e, requests.ConnectionError) else "sent a broken body")
+                    raise NetworkError(f"{what}: {host} {kind} after {attempt} tries") from None
+                self._sleep(delay * (1 + random.random() / 4), what, host)
                 delay *= 2
-                continue
             except requests.RequestException as e:
-                raise NetworkError(f"{what}: {type(e).__name__} talking to {urlsplit(url).netloc}") from None
-            from_cache = bool(getattr(raw, "from_cache", False))
-            if raw.status_code == 504 and self.offline and not from_cache:
-                raw.close()
-                raise OfflineMiss(f"offline and not in the cache: {what}")
-            if raw.status_code in (429, 500, 502, 503, 504) and attempt < MAX_ATTEMPTS:
-                wait = _retry_after(raw.headers.get("Retry-After"), delay)
-                raw.close()
-                time.sleep(wait)
-                delay *= 2
-                continue
-            body = _read_limited(raw, byte_range)
-            return Response(raw.status_code, dict(raw.headers), body, url, from_cache)
+                raise NetworkError(f"{what}: {type(e).__name__} talking to {host}") from None
         raise AssertionError("unreachable")
+
+    def _remaining(self, what: str, host: str, cap: float) -> float:
+        """Seconds left before the deadline, at most `cap`; NetworkError once it has passed."""
+        if self.deadline is None:
+            return cap
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise NetworkError(f"{what}: gave up on {host} at the --timeout deadline")
+        return min(cap, left)
+
+    def _sleep(self, seconds: float, what: str, host: str) -> None:
+        """A backoff pause, never past the deadline: one that would end beyond it gives up now."""
+        if self.deadline is not None and time.monotonic() + seconds >= self.deadline:
+            raise NetworkError(f"{what}: gave up on {host} at the --timeout deadline")
+        time.sleep(seconds)
 
     # -- Hub calls -----------------------------------------------------------------------------
 
@@ -286,20 +308,26 @@ def _retry_after(value: str | None, default: float) -> float:
         return default
 
 
-def _read_limited(raw: requests.Response, byte_range: tuple[int, int] | None) -> bytes:
-    """The body, but never more than a Range asked for: a server that ignores Range and starts a
-    multi-GB 200 is read only as far as needed, then the connection is dropped."""
+def _read_limited(raw: requests.Response, byte_range: tuple[int, int] | None, deadline: float | None = None,
+                  what: str = "response") -> bytes:
+    """The body, but never more than needed: a Range's bytes even when a server ignores the Range
+    and starts a multi-GB 200 (the connection is then dropped), and at most MAX_JSON_BYTES of
+    anything else. A body still arriving at the deadline is abandoned."""
+    limit = byte_range[1] - byte_range[0] + 1 if byte_range is not None and raw.status_code == 206 else (
+        byte_range[1] + 1 if byte_range is not None else MAX_JSON_BYTES + 1)
     try:
-        if byte_range is None or raw.status_code != 200:
-            return raw.content
-        want = byte_range[1] + 1
         chunks, got = [], 0
         for chunk in raw.iter_content(chunk_size=64 * 1024):
             chunks.append(chunk)
             got += len(chunk)
-            if got >= want:
+            if got >= limit:
                 break
-        return b"".join(chunks)[:want]
+            if deadline is not None and time.monotonic() > deadline:
+                raise NetworkError(f"{what}: gave up at the --timeout deadline while the body arrived")
+        body = b"".join(chunks)
+        if byte_range is None and len(body) > MAX_JSON_BYTES:
+            raise NetworkError(f"{what}: the server sent more than {MAX_JSON_BYTES >> 20} MiB of metadata")
+        return body[:limit]
     finally:
         raw.close()
 
@@ -388,7 +416,7 @@ def predict_header_bytes(tensor_names: list[str]) -> int:
 
 def read_hub(source: Source, *, token: str | bool | None = None, offline: bool | None = None,
              refresh: bool = False, concurrency: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Checkpoint:
+             progress: Callable[[int, int], None] | None = None, deadline: float | None = None) -> Checkpoint:
     """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible."""
     from . import cache
 
@@ -416,7 +444,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
 
     workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
-    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers)
+    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
+                       deadline=deadline)
     # 1. sha and file list
     sha, files = client.revision_info(repo_id, pinned or revision)
     if not pinned:

@@ -339,3 +339,15 @@ def test_a_bad_or_foreign_digest_falls_back_to_the_snapshot(fake_hub, damage) ->
     assert fake_hub.log == [] and warm.checkpoint.counted is None  # counted again from the headers
     assert warm.to_dict() == cold.to_dict()
     assert digest.is_file()  # and a good digest is written again
+
+
+def test_redis_is_imported_only_when_configured(fake_hub, monkeypatch, capsys) -> None:
+    import importlib.util
+    import sys
+
+    inspect_model("openai-community/gpt2")
+    assert "redis" not in sys.modules
+    if importlib.util.find_spec("redis") is None:  # the optional extra is not installed: say so
+        monkeypatch.setenv("HFMEM_REDIS_URL", "redis://127.0.0.1:1/0")
+        assert run(["Qwen/Qwen2-7B-Instruct"]) == 2
+        assert "pip install 'hfmem[redis]'" in capsys.readouterr().err
