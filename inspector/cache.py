@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +65,57 @@ _SESSIONS: dict[tuple[str, bool, str], tuple[requests.Session, requests.Session]
 _BUILD_LOCK = threading.Lock()
 
 
-def build_sessions(*, offline: bool = False, pool_size: int = 64) -> tuple[requests.Session, requests.Session]:
-    """(metadata session, range session) sharing one SQLite cache at `cache_dir()/http.sqlite`."""
+def build_sessions(*, offline: bool = False, pool_size: int = 64,
+                   warn: Callable[[str], None] | None = None) -> tuple[requests.Session, requests.Session]:
+    """(metadata session, range session) sharing one SQLite cache at `cache_dir()/http.sqlite`.
+
+    A damaged cache file is deleted and rebuilt; a cache dir that cannot be written gives sessions
+    without a cache. Either way `warn` hears why, once per process."""
+    import sqlite3
+
     key = (str(cache_dir()), offline, os.environ.get("HFMEM_REDIS_URL", ""))
     with _BUILD_LOCK:
-        if key not in _SESSIONS:
-            _SESSIONS[key] = _build_sessions(offline=offline, pool_size=pool_size)
-        return _SESSIONS[key]
+        if key in _SESSIONS:
+            return _SESSIONS[key]
+        try:
+            sessions = _build_sessions(offline=offline, pool_size=pool_size)
+        except sqlite3.DatabaseError:
+            _remove_database(cache_dir() / "http.sqlite")
+            (warn or _ignore)(f"the HTTP cache at {cache_dir() / 'http.sqlite'} was damaged; rebuilt it empty")
+            try:
+                sessions = _build_sessions(offline=offline, pool_size=pool_size)
+            except (OSError, sqlite3.Error) as e:
+                sessions = _uncached(pool_size, warn, e)
+        except (OSError, sqlite3.Error) as e:
+            sessions = _uncached(pool_size, warn, e)
+        _SESSIONS[key] = sessions
+        return sessions
+
+
+def _ignore(message: str) -> None:
+    pass
+
+
+def _remove_database(db: Path) -> None:
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception) -> tuple[Any, Any]:
+    """Plain sessions for a run whose cache cannot be written: slower, never wrong."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    reason = getattr(why, "strerror", None) or str(why)
+    (warn or _ignore)(f"cannot use the cache at {cache_dir()} ({reason}); running without it")
+    sessions = (requests.Session(), requests.Session())
+    for s in sessions:
+        for scheme in ("http://", "https://"):
+            s.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
+    return sessions
 
 
 def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session, requests.Session]:
@@ -159,13 +204,17 @@ def repo_folder(repo_id: str) -> str:
 
 
 def save_ref(repo_id: str, revision: str, sha: str) -> None:
-    """Remember which commit a branch or tag resolved to (read back offline)."""
-    folder = _private_dir(cache_dir() / "refs" / repo_folder(repo_id))
-    path = folder / (revision.replace("/", "%2F") or "main")
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    _private_file(tmp)
-    tmp.write_text(sha)
-    os.replace(tmp, path)
+    """Remember which commit a branch or tag resolved to (read back offline); an unwritable cache
+    only costs that."""
+    try:
+        folder = _private_dir(cache_dir() / "refs" / repo_folder(repo_id))
+        path = folder / (revision.replace("/", "%2F") or "main")
+        tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+        _private_file(tmp)
+        tmp.write_text(sha)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def load_ref(repo_id: str, revision: str) -> str | None:

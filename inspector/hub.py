@@ -141,7 +141,11 @@ class HubClient:
         self.timeout = timeout_s()
         self.deadline = deadline  # time.monotonic() after which nothing more is tried (--timeout)
         self._redirected: dict[str, str] = {}
-        self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency)
+        self.warnings: list[str] = []
+        self.concurrency = concurrency
+        self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency,
+                                                               warn=self.warnings.append)
+        self.cached = hasattr(self.meta_session, "settings")
 
     # -- one request -------------------------------------------------------------------------
 
@@ -167,7 +171,10 @@ class HubClient:
 
     def _get_once(self, url: str, *, what: str, byte_range: tuple[int, int] | None,
                   expire_never: bool, force: bool) -> Response:
+        import sqlite3
+
         import requests.exceptions
+        import urllib3.exceptions
         from requests_cache import NEVER_EXPIRE
 
         headers = {"User-Agent": _user_agent()}
@@ -178,8 +185,8 @@ class HubClient:
             # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         session = self.range_session if byte_range is not None else self.meta_session
-        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never else {}
-        if force and not self.offline:
+        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never and self.cached else {}
+        if force and not self.offline and self.cached:
             kwargs["force_refresh"] = True
         delay = 0.5
         host = urlsplit(url).netloc
@@ -201,16 +208,26 @@ class HubClient:
                 body = _read_limited(raw, byte_range, self.deadline, what)
                 return Response(raw.status_code, dict(raw.headers), body, url, from_cache)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as e:
+                    requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError) as e:
+                # (requests-cache reads a body to save it straight from urllib3, whose errors then
+                # arrive unwrapped.)
                 # Refused, reset, timed out, or a body cut short: all worth another try.
                 if attempt == MAX_ATTEMPTS:
-                    kind = "timed out" if isinstance(e, requests.Timeout) else (
+                    timed_out = isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError)
+                    kind = "timed out" if timed_out else (
                         "unreachable" if isinstance(e, requests.ConnectionError) else "sent a broken body")
                     raise NetworkError(f"{what}: {host} {kind} after {attempt} tries") from None
                 self._sleep(delay * (1 + random.random() / 4), what, host)
                 delay *= 2
             except requests.RequestException as e:
                 raise NetworkError(f"{what}: {type(e).__name__} talking to {host}") from None
+            except sqlite3.Error as e:  # the cache broke under us: finish the run without it
+                from .cache import _uncached
+
+                self.meta_session, self.range_session = _uncached(self.concurrency, self.warnings.append, e)
+                self.cached = False
+                kwargs.clear()
+                session = self.range_session if byte_range is not None else self.meta_session
         raise AssertionError("unreachable")
 
     def _remaining(self, what: str, host: str, cap: float) -> float:
@@ -433,7 +450,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         if pinned:
             warnings.append(f"offline: using {revision} as last resolved ({pinned[:12]}); it may be stale")
     if pinned and not refresh and not source.filename:
-        saved = _load_saved(repo_id, pinned, revision)
+        saved = _load_saved(repo_id, pinned, revision, warnings)
         if saved is not None:
             return _with_warnings(saved, warnings)
     if offline:
@@ -446,15 +463,16 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
     client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
                        deadline=deadline)
+    warnings += client.warnings
     # 1. sha and file list
     sha, files = client.revision_info(repo_id, pinned or revision)
     if not pinned:
         cache.save_ref(repo_id, revision, sha)
         # A branch that still points at a commit we have read: nothing more to fetch.
         if not refresh and not source.filename:
-            saved = _load_saved(repo_id, sha, revision)
+            saved = _load_saved(repo_id, sha, revision, warnings)
             if saved is not None:
-                return saved
+                return _with_warnings(saved, warnings)
     if source.filename:
         if source.filename not in files:
             raise EntryNotFound(f"{repo_id} has no file {source.filename!r} at {revision}")
@@ -526,7 +544,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         repo_id=repo_id,
         revision=revision,
         sha=sha,
-        warnings=tuple(warnings),
+        warnings=tuple(dict.fromkeys([*warnings, *client.warnings])),
     )
     _ = cp.weight_files  # validates the index before anything is saved
     if not source.filename:
@@ -549,13 +567,14 @@ def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
     return replace(cp, warnings=(*cp.warnings, *warnings)) if warnings else cp
 
 
-def _load_saved(repo_id: str, sha: str, revision: str) -> Checkpoint | None:
-    """The saved snapshot of a commit: its digest (counts, no headers) when there is one."""
+def _load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> Checkpoint | None:
+    """The saved snapshot of a commit: its digest (counts, no headers) when there is one. A damaged
+    snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it."""
     from dataclasses import replace
 
     from .cache import snapshot_path
     from .checkpoint import load_snapshot
-    from .digest import load_digest
+    from .digest import digest_path, load_digest
 
     path = snapshot_path(repo_id, sha)
     if not path.is_file():
@@ -565,7 +584,11 @@ def _load_saved(repo_id: str, sha: str, revision: str) -> Checkpoint | None:
         try:
             cp = load_snapshot(path)
         except HfmemError:
-            return None  # a damaged entry is read again from the Hub
+            if warnings is not None:
+                warnings.append(f"the cached snapshot of {repo_id}@{sha[:12]} was damaged; reading it again")
+            for damaged in (path, digest_path(path)):
+                damaged.unlink(missing_ok=True)
+            return None
     return replace(cp, name=repo_id, revision=revision, local_path=None)
 
 

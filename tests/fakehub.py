@@ -8,7 +8,8 @@ It answers the endpoints the real Hub has, the way it has them:
 - errors with the Hub's `X-Error-Code`: RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo
 The CDN serves `/cdn/{key}` with Range (206 + Content-Range). Safetensors files are virtual: the
 header bytes are built from the snapshot and the data section reads as zeros, so a 100 GB model
-costs nothing. Every request is logged (host, path, Range, whether Authorization came).
+costs nothing. Every request is logged (host, path, Range, whether Authorization came, status, start
+and end times, body bytes written).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
+import socket
 import struct
 import threading
 import time
@@ -74,6 +77,11 @@ class Logged:
     range: str | None
     authorized: bool
     status: int = 0
+    # Set by the handler, for timing and byte counts (bench/run.py): time.monotonic() when the
+    # request line was parsed and when the last body byte was written, and body bytes written.
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    body_bytes: int = 0
 
 
 def repo_from_snapshot(path: Path, repo_id: str | None = None, *, gated: bool = False) -> Repo:
@@ -92,6 +100,26 @@ def repo_from_snapshot(path: Path, repo_id: str | None = None, *, gated: bool = 
     return Repo(repo_id, sha, files, refs={"main": sha}, gated=gated)
 
 
+@dataclass
+class Fault:
+    """A fault the fake servers inject into the next `times` requests whose host role (`hub`,
+    `cdn` or `any`) and path (containing `path`) match:
+    - `hang`: accept, never answer (until the client gives up);
+    - `reset`: send the headers and half the body, then reset the connection (RST);
+    - `truncate`: announce the whole Content-Length, send half, close cleanly;
+    - `wrong_range`: answer a Range with a Content-Range for other bytes;
+    - `slow`: answer after `seconds` (a latency spike)."""
+
+    kind: str
+    role: str = "any"
+    path: str = ""
+    times: int = 1
+    seconds: float = 0.0
+
+    def matches(self, role: str, path: str) -> bool:
+        return self.times > 0 and self.role in (role, "any") and self.path in path
+
+
 class FakeHub:
     """Both servers, the repos they serve, the request log and the knobs tests turn."""
 
@@ -104,6 +132,7 @@ class FakeHub:
         self.omit_siblings = False
         self.ignore_range = False
         self.fail_next: list[tuple[int, dict[str, str]]] = []  # (status, headers) answered first
+        self.faults: list[Fault] = []
         self._cdn_files: dict[str, VirtualFile] = {}
         self.hub = _QuietServer(("127.0.0.1", 0), self._handler("hub"))
         self.cdn = _QuietServer(("127.0.0.2", 0), self._handler("cdn"))
@@ -131,6 +160,7 @@ class FakeHub:
         self.omit_siblings = False
         self.ignore_range = False
         self.fail_next.clear()
+        self.faults.clear()
 
     def close(self) -> None:
         for server in (self.hub, self.cdn):
@@ -149,12 +179,23 @@ class FakeHub:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
-                entry = Logged(role, self.path, self.headers.get("Range"), "Authorization" in self.headers)
+                entry = Logged(role, self.path, self.headers.get("Range"), "Authorization" in self.headers,
+                               started_s=time.monotonic())
                 with hub.lock:
                     hub.log.append(entry)
                 if hub.latency_s:
                     time.sleep(hub.latency_s)
+                fault = hub._take_fault(role, self.path)
+                if fault and fault.kind == "hang":
+                    time.sleep(fault.seconds or 3600)
+                    self.close_connection = True
+                    return
+                if fault and fault.kind == "slow":
+                    time.sleep(fault.seconds)
                 status, headers, body = hub._answer(role, self)
+                if fault and fault.kind == "wrong_range" and status == 206:
+                    first, last, size = map(int, re.findall(r"\d+", headers["Content-Range"]))
+                    headers["Content-Range"] = f"bytes {first + 8}-{last + 8}/{size}"
                 entry.status = status
                 self.send_response(status)
                 for k, v in headers.items():
@@ -162,18 +203,38 @@ class FakeHub:
                 size = body.size if isinstance(body, VirtualFile) else len(body)
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
+                if fault and fault.kind in ("reset", "truncate"):
+                    data = body.read(0, size // 2 - 1) if isinstance(body, VirtualFile) else body[: size // 2]
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    if fault.kind == "reset":  # SO_LINGER 0: close() sends RST, not FIN
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
                 try:
                     if isinstance(body, VirtualFile):
                         # Stream a whole (virtual) file, as a server ignoring Range would; stops
                         # when the client hangs up.
                         for start in range(0, body.size, 1 << 20):
-                            self.wfile.write(body.read(start, start + (1 << 20) - 1))
+                            chunk = body.read(start, start + (1 << 20) - 1)
+                            self.wfile.write(chunk)
+                            entry.body_bytes += len(chunk)
                     else:
                         self.wfile.write(body)
+                        entry.body_bytes += len(body)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
+                entry.ended_s = time.monotonic()
 
         return Handler
+
+    def _take_fault(self, role: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(role, path):
+                    fault.times -= 1
+                    return fault
+        return None
 
     def _answer(self, role: str, req: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
         with self.lock:

@@ -1,0 +1,230 @@
+"""Faults, secrets and a cache that never lies, against the fake Hub (issue 7).
+
+Every fault either still gives the exact answer (it was retried away) or exits 7 with one line on
+stderr and nothing on stdout: no fault ever yields a number. Deadlines carry a wide margin; none
+is a speed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from fakehub import VALID_TOKEN, Fault, Repo, VirtualFile, safetensors_head
+
+from inspector.cli import run
+
+GPT2 = "openai-community/gpt2"
+QWEN110 = "Qwen/Qwen1.5-110B"
+LLAMA2 = "meta-llama/Llama-2-7b-hf"  # gated on the fake Hub, as on the real one
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries without their pauses, so a test of four tries takes no seconds."""
+    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+
+
+def exact(capsys, args: list[str]) -> dict:
+    assert run([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def baseline(fake_hub_server, capsys, monkeypatch, tmp_path) -> dict:
+    """The fault-free answers, read once into a cache of their own."""
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub_server.endpoint)
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(tmp_path / "baseline_cache"))
+    answers = {m: exact(capsys, [m]) for m in (GPT2, QWEN110)}
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(tmp_path / "hfmem_cache"))
+    fake_hub_server.reset()
+    return answers
+
+
+def strip_requested(answer: dict) -> dict:
+    return {k: v for k, v in answer.items() if k not in ("source", "warnings")}
+
+
+# --- faults that a retry removes: the exact answer -----------------------------------------------
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("slow", role="cdn", times=5, seconds=1.0),  # latency spikes on five shards
+    Fault("reset", role="hub", path="config.json"),  # connection reset mid-body
+    Fault("truncate", role="cdn", times=3),  # bodies cut short
+    Fault("reset", role="cdn", times=2),
+])
+def test_transient_faults_still_give_the_exact_answer(fake_hub, baseline, capsys, no_backoff, fault) -> None:
+    fake_hub.faults.append(fault)
+    assert exact(capsys, [QWEN110]) == baseline[QWEN110]
+    assert fault.times == 0  # the fault did happen
+
+
+@pytest.mark.parametrize("status,headers", [(500, {}), (502, {}), (503, {}), (429, {"Retry-After": "1"})])
+def test_5xx_and_429_once_are_retried(fake_hub, baseline, capsys, no_backoff, status, headers) -> None:
+    fake_hub.fail_next.append((status, headers))
+    assert exact(capsys, [GPT2]) == baseline[GPT2]
+
+
+def test_a_server_ignoring_range_and_sending_20_gb_is_read_no_further_than_needed(fake_hub, capsys):
+    # One F16 tensor of 10 x 2**30 elements: a 20 GiB file the fake serves as zeros, lazily.
+    head = safetensors_head({"w": {"dtype": "F16", "shape": [10, 2**30], "data_offsets": [0, 20 * 2**30]}})
+    fake_hub.add(Repo("chaos/twenty-gb", "c" * 40, {"model.safetensors": VirtualFile(head, len(head) + 20 * 2**30)},
+                      refs={"main": "c" * 40}))
+    fake_hub.ignore_range = True
+    start = time.monotonic()
+    answer = exact(capsys, ["chaos/twenty-gb"])
+    assert answer["parameters"]["total"] == 10 * 2**30 and answer["weights_bytes"] == 20 * 2**30
+    sent = sum(e.body_bytes for e in fake_hub.log if e.host == "cdn")
+    assert sent < 64 * 2**20  # the client hung up after the header, not after 20 GB
+    assert time.monotonic() - start < 30  # a wide margin: reading 20 GB would take minutes
+
+
+# --- faults that persist: exit 7, one line, no number --------------------------------------------
+
+
+def no_number(capsys, args: list[str], code: int = 7) -> str:
+    assert run(args) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("hfmem: error: ") and err.count("\n") == 1, (out, err)
+    return err
+
+
+@pytest.mark.parametrize("fault,message", [
+    (Fault("reset", role="hub", path="config.json", times=99), "broken body"),
+    (Fault("truncate", role="cdn", times=999), "broken body"),
+    (Fault("wrong_range", role="cdn", times=999), "Content-Range does not match"),
+])
+def test_persistent_faults_exit_7_without_a_number(fake_hub, capsys, no_backoff, fault, message) -> None:
+    fake_hub.faults.append(fault)
+    assert message in no_number(capsys, [QWEN110])
+    no_number(capsys, ["check", QWEN110, "--gpu", "h100"])
+
+
+def test_5xx_forever_exits_7(fake_hub, capsys, no_backoff) -> None:
+    fake_hub.fail_next += [(503, {})] * 50
+    no_number(capsys, [GPT2])
+
+
+def test_a_hung_server_is_abandoned_at_the_timeout(fake_hub, capsys, monkeypatch) -> None:
+    fake_hub.faults.append(Fault("hang", role="cdn", times=999, seconds=60))
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "30")  # each request would wait 30 s...
+    start = time.monotonic()
+    err = no_number(capsys, [QWEN110, "--timeout", "2"])  # ...but the whole run gives up at 2 s
+    assert time.monotonic() - start < 2 + 5
+    assert "--timeout" in err
+
+
+def test_slow_link_beyond_the_timeout_exits_7(fake_hub, capsys) -> None:
+    fake_hub.latency_s = 1.0
+    start = time.monotonic()
+    no_number(capsys, [QWEN110, "--timeout", "1.5"])
+    assert time.monotonic() - start < 1.5 + 5
+
+
+def test_check_models_with_a_dead_hub_reports_every_entry(fake_hub, capsys, tmp_path, monkeypatch) -> None:
+    fake_hub.faults.append(Fault("hang", times=999, seconds=60))
+    models = tmp_path / "models.toml"
+    models.write_text(f'[defaults]\ngpu = "h100"\n[[model]]\nid = "{GPT2}"\n[[model]]\nid = "{QWEN110}"\n')
+    start = time.monotonic()
+    assert run(["check", "--models", str(models), "--json", "--timeout", "2"]) == 7
+    out = json.loads(capsys.readouterr().out)
+    assert [r["exit_code"] for r in out["results"]] == [7, 7] and all(r["fit"] is None for r in out["results"])
+    assert time.monotonic() - start < 2 + 5
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def every_file(*roots: Path) -> list[Path]:
+    return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+
+
+def test_the_token_appears_nowhere(fake_hub, capsys, tmp_path, monkeypatch, no_backoff) -> None:
+    monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+    outputs = []
+    for args in ([LLAMA2, "--json"], [LLAMA2], [LLAMA2, "--format", "markdown"], ["check", LLAMA2, "--gpu", "t4"],
+                 ["nobody/nothing"], [LLAMA2, "--revision", "no-such-branch"]):
+        run(args)
+        outputs.append("".join(capsys.readouterr()))
+    fake_hub.fail_next += [(500, {})] * 10  # and an error path
+    run([LLAMA2, "--refresh"])
+    outputs.append("".join(capsys.readouterr()))
+    assert all(VALID_TOKEN not in o for o in outputs)
+    for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"])):
+        assert VALID_TOKEN.encode() not in p.read_bytes(), p
+    assert not any(e.authorized for e in fake_hub.log if e.host == "cdn")  # never sent to the CDN
+
+
+def test_an_internal_error_shows_no_token_and_no_locals(fake_hub, capsys, monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("inspector.api.count_parameters", boom)
+    assert run([LLAMA2, "--token", VALID_TOKEN]) == 1
+    out, err = capsys.readouterr()
+    assert "simulated bug" in err and "this is a bug in hfmem" in err and VALID_TOKEN not in out + err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_help_steers_to_hf_token(capsys) -> None:
+    assert run(["inspect", "--help"]) == 0
+    assert "HF_TOKEN" in capsys.readouterr().out
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+
+def test_a_damaged_http_cache_is_rebuilt_with_a_warning(fake_hub, baseline, capsys) -> None:
+    cache = Path(os.environ["HFMEM_CACHE_DIR"])
+    cache.mkdir(parents=True)
+    (cache / "http.sqlite").write_bytes(b"this is not a database" * 100)
+    assert run([GPT2, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert strip_requested(json.loads(out)) == strip_requested(baseline[GPT2])
+    assert "was damaged; rebuilt it empty" in err
+    assert run([GPT2, "--json"]) == 0 and capsys.readouterr().err == ""  # healthy again
+
+
+def test_a_damaged_snapshot_is_read_again_with_a_warning(fake_hub, baseline, capsys) -> None:
+    sha = fake_hub.repos[GPT2].sha
+    assert run([GPT2, "--revision", sha, "-q"]) == 0
+    capsys.readouterr()
+    for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"]) / "snapshots"):
+        p.write_bytes(p.read_bytes()[:100])  # both the snapshot and its digest, cut short
+    fake_hub.log.clear()
+    assert run([GPT2, "--revision", sha, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert strip_requested(json.loads(out)) == strip_requested(baseline[GPT2])
+    assert "damaged" in err  # read again (from the HTTP cache or the Hub), and saved whole again:
+    assert all(p.stat().st_size > 100 for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"]) / "snapshots"))
+
+
+def test_an_unwritable_cache_dir_runs_uncached_with_a_warning(fake_hub, baseline, capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(blocker / "cache"))  # a path under a file: never creatable
+    assert run([GPT2, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert strip_requested(json.loads(out)) == strip_requested(baseline[GPT2])
+    assert "running without it" in err
+
+
+def test_two_processes_share_one_cache(fake_hub, baseline, tmp_path) -> None:
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.endpoint}
+    cmd = [sys.executable, "-c", "from inspector.cli import main; main()", QWEN110, "--json", "-q"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+             for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [r[1] for r in results]
+    for out, err in results:
+        assert json.loads(out) == baseline[QWEN110] and err == b""
+    fake_hub.log.clear()
+    warm = subprocess.run(cmd, env=env, capture_output=True, timeout=60, cwd=ROOT)
+    assert json.loads(warm.stdout) == baseline[QWEN110] and fake_hub.log == []
