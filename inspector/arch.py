@@ -285,9 +285,9 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
     context = r.int("max_position_embeddings", _CONTEXT)
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or config.get("dtype")
     if head_dim <= 0 and set(kinds) & {LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED}:
-        # No head_dim key and more heads than hidden_size: every K and V would be empty.
-        raise ConfigError(f"config.json: attention heads of {head_dim} dimensions (hidden_size {hidden},"
-                          f" num_attention_heads {heads})")
+        # head_dim 0, or more heads than hidden_size and no head_dim key: every K and V would be empty.
+        raise ConfigError(f"config.json: attention heads of {head_dim} dimensions (head_dim, or hidden_size"
+                          f" {hidden} / num_attention_heads {heads})")
     return Architecture(
         model_type=model_type,
         architectures=tuple(str(a) for a in archs) if isinstance(archs, list) else (),
@@ -359,7 +359,7 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
         if set(pattern) - set(mapping):
             raise ConfigError(f"config.json: unknown layer in hybrid_override_pattern {_short(pattern)}")
         if len(pattern) != n:  # NemotronHConfig: one character per layer
-            raise ConfigError(f"config.json: hybrid_override_pattern has {len(pattern)} layers for {n} layers")
+            raise ConfigError(f"config.json: hybrid_override_pattern names {len(pattern)} layers, not {n}")
         return tuple(mapping[c] for c in pattern), window, chunk
     if isinstance(types, list) and types:
         if len(types) != n:

@@ -223,6 +223,9 @@ def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:
 def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: str | None) -> Checkpoint:
     try:
         source = raw.get("source") or {}
+        if any(v is not None and not isinstance(v, str)
+               for v in (source.get("repo_id"), source.get("revision"), raw.get("sha"))):
+            raise TypeError("source.repo_id, source.revision and sha must be strings or null")
         files = {str(k): (int(v) if v is not None else None) for k, v in raw["files"].items()}
         json_files = dict(raw["json"])
         raw_headers = raw["headers"]
@@ -232,7 +235,7 @@ def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: s
             )
             for fname, entry in raw_headers.items()
         }
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # int(Infinity): Overflow
         raise ConfigError(f"{name}: malformed snapshot ({type(e).__name__}: {e})") from None
     plan = plan_weights(files)
     cp = Checkpoint(

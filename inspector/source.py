@@ -115,8 +115,9 @@ def _validate_repo_id(repo_id: str) -> None:
 
 def _validate_revision(revision: str | None) -> None:
     # NOTE: hub_url quotes the revision whole, but `.` and `..` survive quoting and are dot segments
-    # that HTTP clients remove (RFC 3986 5.2.4): `--revision ..` would read another URL. git forbids them.
-    if revision in (".", ".."):
+    # that HTTP clients remove (RFC 3986 5.2.4): `--revision ..` would read another URL. A byte that is
+    # not UTF-8 in argv arrives as a lone surrogate, which quoting cannot encode. git forbids all of them.
+    if revision is not None and (revision in (".", "..") or not revision.isprintable()):
         raise UsageError(f"not a valid revision: {revision!r}")
 
 
