@@ -217,9 +217,14 @@ def save_ref(repo_id: str, revision: str, sha: str) -> None:
         pass
 
 
-def load_ref(repo_id: str, revision: str) -> str | None:
+def load_ref(repo_id: str, revision: str, *, max_age_s: float | None = None) -> str | None:
+    """The commit a branch or tag last resolved to; with `max_age_s`, only if resolved that recently."""
+    import time
+
     path = cache_dir() / "refs" / repo_folder(repo_id) / (revision.replace("/", "%2F") or "main")
     try:
+        if max_age_s is not None and time.time() - path.stat().st_mtime > max_age_s:
+            return None
         sha = path.read_text().strip()
     except OSError:
         return None

@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,8 +158,9 @@ class Checkpoint:
         index = self.json_files.get(self.plan.index_file) if self.plan.index_file else None
         return index if isinstance(index, dict) else None
 
-    @property
+    @cached_property
     def weight_files(self) -> tuple[str, ...]:
+        # Cached: an index of 92,000 tensors is checked once, not at every use.
         if self.plan.files:
             return self.plan.files
         return shards_from_index(self.index, self.plan.index_file or "index")
@@ -179,28 +182,50 @@ def load_config_json(text: str | bytes, name: str) -> Any:
 
 def to_snapshot(cp: Checkpoint) -> dict[str, Any]:
     """The snapshot JSON of a checkpoint (format `hfmem-snapshot/1`, documented in the README)."""
+    return {**_snapshot_base(cp), "headers": {name: _header_entry(h) for name, h in cp.headers.items()}}
+
+
+def _snapshot_base(cp: Checkpoint) -> dict[str, Any]:
     return {
         "format": SNAPSHOT_FORMAT,
         "source": {"repo_id": cp.repo_id, "revision": cp.revision, "path": cp.local_path},
         "sha": cp.sha,
         "files": dict(cp.files),
         "json": dict(cp.json_files),
-        "headers": {
-            name: {"header_size": h.header_bytes, "header": h.to_dict()} for name, h in cp.headers.items()
-        },
     }
+
+
+def _header_entry(h: Header) -> dict[str, Any]:
+    return {"header_size": h.header_bytes, "header": h.to_dict()}
+
+
+def _snapshot_text(cp: Checkpoint) -> Iterator[str]:
+    """to_snapshot(cp) as compact JSON, one header at a time: a 92,000-tensor model is never held
+    twice over as dicts and text (json.dumps with an indent would also use the slow Python encoder)."""
+    compact = {"separators": (",", ":")}
+    base = json.dumps(_snapshot_base(cp), **compact)
+    yield base[:-1] + ',"headers":{'
+    for i, (name, h) in enumerate(cp.headers.items()):
+        yield ("," if i else "") + json.dumps(name) + ":" + json.dumps(_header_entry(h), **compact)
+    yield "}}\n"
 
 
 def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
     """Write a snapshot file (atomically: a reader never sees half a file)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
-    text = json.dumps(to_snapshot(cp), indent=1) + "\n"
-    with open(fd, "wb") as f:
-        # A .gz name gets a gzip file: a 160-shard model's headers shrink about tenfold.
-        f.write(gzip.compress(text.encode(), mtime=0) if path.suffix == ".gz" else text.encode())
-    os.replace(tmp, path)
+    try:
+        with open(fd, "wb") as raw:
+            # A .gz name gets a gzip file: a 160-shard model's headers shrink about tenfold.
+            f = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+            with f:
+                for chunk in _snapshot_text(cp):
+                    f.write(chunk.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:

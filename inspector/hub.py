@@ -289,9 +289,24 @@ class HubClient:
         raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename, authenticated=bool(self.token))
         return r.body
 
-    def read_header(self, repo_id: str, sha: str, filename: str, predicted: int) -> Header:
-        """Layers 2-4 for one shard: a speculative Range read, a second only if the header is longer."""
+    def locate(self, repo_id: str, sha: str, filename: str) -> str | tuple[bytes, int | None]:
+        """A shard's first round trip, which needs nothing but its name: where the Hub redirects it
+        (the CDN URL), or, from a server that answers directly, its first SPECULATIVE_HEADER_BYTES."""
         url = hub_url(repo_id, revision=sha, filename=filename, base=self.base)
+        what = f"{repo_id}/{filename}"
+        last = SPECULATIVE_HEADER_BYTES - 1
+        r = self._get_once(url, what=what, byte_range=(0, last), expire_never=True, force=False)
+        if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+            return urljoin(url, r.headers["Location"])
+        raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename, authenticated=bool(self.token))
+        return _range_body(r, 0, last, what)
+
+    def read_header(self, repo_id: str, sha: str, filename: str, predicted: int,
+                    located: str | tuple[bytes, int | None] | None = None) -> Header:
+        """The rest of one shard: a Range read sized by `predicted` (from where `locate` said), and a
+        second only if the header is longer."""
+        url = located if isinstance(located, str) else hub_url(repo_id, revision=sha, filename=filename,
+                                                               base=self.base)
         what = f"{repo_id}/{filename}"
 
         def read(first: int, last: int) -> tuple[bytes, int | None]:
@@ -300,8 +315,8 @@ class HubClient:
                                  authenticated=bool(self.token))
             return _range_body(r, first, last, what)
 
-        # 1. Prefix and (we hope) the whole header in one read.
-        data, file_bytes = read(0, max(predicted, PREFIX_BYTES) - 1)
+        # 1. Prefix and (we hope) the whole header in one read, unless `locate` brought bytes already.
+        data, file_bytes = located if isinstance(located, tuple) else read(0, max(predicted, PREFIX_BYTES) - 1)
         n = read_length_prefix(data[:PREFIX_BYTES]) if len(data) >= PREFIX_BYTES else None
         if n is None:
             return parse_header(data, file_bytes=file_bytes, name=filename)  # raises "too short"
@@ -453,6 +468,13 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         saved = _load_saved(repo_id, pinned, revision, warnings)
         if saved is not None:
             return _with_warnings(saved, warnings)
+    if not pinned and not offline and not refresh and not source.filename:
+        # A branch resolved within BRANCH_TTL_S, whose commit we have read: no request at all (and
+        # no HTTP library imported).
+        recent = cache.load_ref(repo_id, revision, max_age_s=cache.BRANCH_TTL_S)
+        saved = _load_saved(repo_id, recent, revision, warnings) if recent else None
+        if saved is not None:
+            return _with_warnings(saved, warnings)
     if offline:
         local = _from_hf_cache(repo_id, revision)
         if local is not None:
@@ -502,13 +524,16 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             ]
 
             def shard_task(name: str) -> Header | None:
+                # The redirect needs only the name, so it travels beside config.json and the index;
+                # the CDN read waits for the index, which sizes it.
+                located = client.locate(repo_id, sha, name)
                 predicted = SPECULATIVE_HEADER_BYTES
                 if grouped is not None:
                     names = grouped.result().get(name)
                     if not names:
                         return None  # a .safetensors file the index does not use
                     predicted = predict_header_bytes(names)
-                return client.read_header(repo_id, sha, name, predicted)
+                return client.read_header(repo_id, sha, name, predicted, located)
 
             shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
             done = 0
