@@ -107,20 +107,30 @@ def _remove_database(db: Path) -> None:
 def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception) -> tuple[Any, Any]:
     """Plain sessions for a run whose cache cannot be written: slower, never wrong."""
     import requests
-    from requests.adapters import HTTPAdapter
 
     reason = getattr(why, "strerror", None) or str(why)
     (warn or _ignore)(f"cannot use the cache at {cache_dir()} ({reason}); running without it")
     sessions = (requests.Session(), requests.Session())
     for s in sessions:
-        for scheme in ("http://", "https://"):
-            s.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
+        _configure(s, pool_size)
     return sessions
+
+
+def _configure(session: Any, pool_size: int) -> None:
+    """One connection per request in flight (not urllib3's pool of 10 per host), and the
+    environment read once: with `trust_env` requests rescans os.environ for proxies and stats
+    ~/.netrc on every request, a third of its CPU time over DeepSeek-V3's 329 requests. The Hub
+    client passes each host's proxies itself (HubClient.proxies_for); CA bundles are read here."""
+    from requests.adapters import HTTPAdapter
+
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
+    session.trust_env = False  # also: a ~/.netrc password is never sent to the Hub or its CDN
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session, requests.Session]:
     import requests_cache
-    from requests.adapters import HTTPAdapter
 
     directory = _private_dir(cache_dir())
     db = directory / "http.sqlite"
@@ -141,15 +151,24 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     meta = requests_cache.CachedSession(
         backend=_backend(db), allowable_codes=(200, 301, 302, 307, 308), **common
     )
-    ranged = requests_cache.CachedSession(
-        backend=_backend(db), allowable_codes=(206, 301, 302, 307, 308), **common
-    )
-    _share_write_lock(meta, ranged)
+    # Header reads are cached only in a shared Redis, where another machine of the fleet can use
+    # them. Locally the saved snapshot of the commit already holds every header, and caching each
+    # Range answer in SQLite serialised the 64 readers on its one writer: DeepSeek-V3 cold spent
+    # most of its 3 s waiting on the SQLite lock (sampled), 24 round-trip layers where 7 suffice.
+    ranged: requests.Session
+    if os.environ.get("HFMEM_REDIS_URL", "").strip():
+        ranged = requests_cache.CachedSession(
+            backend=_backend(db), allowable_codes=(206, 301, 302, 307, 308), **common
+        )
+        ranged.settings.only_if_cached = offline
+    else:
+        import requests
+
+        ranged = requests.Session()
+    _share_write_lock(meta)
+    meta.settings.only_if_cached = offline
     for s in (meta, ranged):
-        s.settings.only_if_cached = offline
-        # One connection per request in flight, not urllib3's default pool of 10 per host.
-        for scheme in ("http://", "https://"):
-            s.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
+        _configure(s, pool_size)
     return meta, ranged
 
 
@@ -292,5 +311,6 @@ def prune_cache(older_than_days: float) -> int:
             p.unlink(missing_ok=True)
     if (root / "http.sqlite").is_file():
         for s in build_sessions():  # shared with this process's reads: left open
-            s.cache.delete(expired=True)
+            if hasattr(s, "cache"):
+                s.cache.delete(expired=True)
     return max(0, before - sum(p.stat().st_size for p in _files(root)))

@@ -143,9 +143,9 @@ class HubClient:
         self._redirected: dict[str, str] = {}
         self.warnings: list[str] = []
         self.concurrency = concurrency
+        self._proxies: dict[str, dict[str, str]] = {}
         self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency,
                                                                warn=self.warnings.append)
-        self.cached = hasattr(self.meta_session, "settings")
 
     # -- one request -------------------------------------------------------------------------
 
@@ -185,8 +185,11 @@ class HubClient:
             # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         session = self.range_session if byte_range is not None else self.meta_session
-        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never and self.cached else {}
-        if force and not self.offline and self.cached:
+        cached = hasattr(session, "settings")  # a requests-cache session, not a plain one
+        if self.offline and not cached:
+            raise OfflineMiss(f"offline and not in the cache: {what}")
+        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never and cached else {}
+        if force and not self.offline and cached:
             kwargs["force_refresh"] = True
         delay = 0.5
         host = urlsplit(url).netloc
@@ -194,7 +197,7 @@ class HubClient:
             timeout = self._remaining(what, host, self.timeout)
             try:
                 raw = session.get(url, headers=headers, allow_redirects=False, stream=True,
-                                  timeout=timeout, **kwargs)
+                                  timeout=timeout, proxies=self.proxies_for(url), **kwargs)
                 from_cache = bool(getattr(raw, "from_cache", False))
                 if raw.status_code == 504 and self.offline and not from_cache:
                     raw.close()
@@ -225,10 +228,20 @@ class HubClient:
                 from .cache import _uncached
 
                 self.meta_session, self.range_session = _uncached(self.concurrency, self.warnings.append, e)
-                self.cached = False
                 kwargs.clear()
                 session = self.range_session if byte_range is not None else self.meta_session
         raise AssertionError("unreachable")
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
+        requests would find them, read once per host (the sessions do not read the environment)."""
+        from requests.utils import get_environ_proxies
+
+        key = url.split("/", 3)[:3]  # scheme://host
+        host = "/".join(key)
+        if host not in self._proxies:
+            self._proxies[host] = get_environ_proxies(url)
+        return self._proxies[host]
 
     def _remaining(self, what: str, host: str, cap: float) -> float:
         """Seconds left before the deadline, at most `cap`; NetworkError once it has passed."""
