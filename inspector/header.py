@@ -20,6 +20,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .errors import HeaderError, UnknownDtype
@@ -69,9 +70,10 @@ class TensorInfo:
     begin_offset: int
     end_offset: int
 
-    @property
+    @cached_property
     def elements(self) -> int:
-        """Number of stored elements: prod(shape), 1 for a scalar."""
+        """Number of stored elements: prod(shape), 1 for a scalar (computed once: it is asked for
+        several times per tensor while counting)."""
         return math.prod(self.shape)
 
     @property

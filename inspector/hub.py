@@ -526,12 +526,13 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         }
         json_files: dict[str, Any] = {}
         headers: dict[str, Header] = {}
+        grouped: Future[dict[str, list[str]]] | None = None
         if plan.format == "safetensors":
             # The index is parsed and grouped by shard once, by whichever shard task needs it
             # first; it was submitted first, so no task waits on one that cannot start.
-            grouped: Future[dict[str, list[str]]] | None = None
             if plan.index_file and plan.index_file in json_futures:
-                grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file)
+                grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file,
+                                      json_files)
             candidates = list(plan.files) or [
                 n for n in listing if n.endswith(".safetensors") and "/" not in n
             ]
@@ -557,15 +558,19 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     progress(done, len(shard_futures))
                 if h is not None:
                     headers[name] = h
+        if grouped is not None:
+            grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
         for name, fut in json_futures.items():
-            json_files[name] = load_config_json(fut.result(), name)
+            if name not in json_files:
+                json_files[name] = load_config_json(fut.result(), name)
+        json_files = {n: json_files[n] for n in json_futures}  # in a stable order
         if plan.format == "safetensors" and plan.index_file:
             # A shard the index names but whose name the file list did not suggest: read it now.
             index = json_files[plan.index_file]
             extra = [s for s in shards_from_index(index, plan.index_file) if s not in headers]
             for s in extra:
                 if s not in files:
-                    raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s}, which is not in the repo")
+                    raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
             def read_extra(shard: str) -> Header:
                 return client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES)
 
@@ -590,8 +595,9 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     return cp
 
 
-def _tensors_by_shard(index_bytes: Future[bytes], index_file: str) -> dict[str, list[str]]:
-    index = load_config_json(index_bytes.result(), index_file)
+def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[str, Any]) -> dict[str, list[str]]:
+    """The index's tensor names by shard; the parsed index is left in `parsed` (parsed once)."""
+    index = parsed[index_file] = load_config_json(index_bytes.result(), index_file)
     by_shard: dict[str, list[str]] = {}
     weight_map = index.get("weight_map")
     for tensor, shard in (weight_map.items() if isinstance(weight_map, dict) else ()):
