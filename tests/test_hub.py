@@ -362,3 +362,19 @@ def test_proxies_come_from_the_environment_once_per_host(monkeypatch) -> None:
     assert client.proxies_for("https://hub.example/api/models/x")["https"] == "http://proxy.example:3128"
     assert client.proxies_for("https://cdn.example/file") == {}  # NO_PROXY
     assert client.meta_session.trust_env is False and client.range_session.trust_env is False
+
+
+def test_warm_runs_and_start_up_import_no_http_or_table_library(fake_hub) -> None:
+    """--version, --help and a warm pinned or recent-branch run need neither requests(-cache) nor
+    tabulate (JSON output); a fresh interpreter shows what each imports."""
+    import subprocess
+    import sys
+
+    sha = fake_hub.repos[QWEN110].sha
+    inspect_model(QWEN110)  # cold: the snapshot, digest and branch ref are saved
+    probe = ("import sys; from inspector.cli import run; run({args!r}); "
+             "print(sorted(m for m in ('requests', 'requests_cache', 'tabulate', 'urllib3') if m in sys.modules))")
+    for args in (["--version"], ["--help"], [QWEN110, "--revision", sha, "--json"], [QWEN110, "--json"]):
+        out = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
+                             env=os.environ, timeout=60)
+        assert out.stdout.splitlines()[-1] == "[]", (args, out.stdout[-300:], out.stderr[-300:])
