@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, is_safe_filename
 from .errors import ConfigError
 from .header import DTYPE_BITS, TensorInfo
 
@@ -126,12 +126,13 @@ def quant_scheme(qc: Mapping[str, Any] | None) -> QuantScheme | None:
         return QuantScheme(method, 4 if four else 8, str(qc.get("bnb_4bit_quant_type", "fp4")) if four else None)
     if method == "compressed-tensors":
         # compressed-tensors: config_groups.<group>.weights.num_bits (4 for packed int4 "W4A16")
-        for group in (qc.get("config_groups") or {}).values():
-            weights = (group or {}).get("weights") or {}
-            if isinstance(weights.get("num_bits"), int):
+        groups = qc.get("config_groups")
+        for group in groups.values() if isinstance(groups, dict) else ():
+            weights = group.get("weights") if isinstance(group, dict) else None
+            if isinstance(weights, dict) and type(weights.get("num_bits")) is int:
                 bits = weights["num_bits"]
                 break
-    if bits is not None and (not isinstance(bits, int) or not 1 <= bits <= 32):
+    if bits is not None and (type(bits) is not int or not 1 <= bits <= 32):  # `type is`: no bool
         raise ConfigError(f"quantization config: bits must be an integer from 1 to 32, got {bits!r}")
     return QuantScheme(method, bits)
 
@@ -365,10 +366,15 @@ TORCH_DTYPES = {
 def _derived_count(cp: Checkpoint, scheme: QuantScheme | None) -> ParameterCount:
     """PyTorch .bin checkpoints have no header to read without downloading: derive the count from
     the bytes (the index's total_size, else the file sizes) and the config's dtype."""
-    index = cp.index
-    total_size = (index or {}).get("metadata", {}).get("total_size") if index else None
+    index = cp.index or {}
+    metadata = index.get("metadata")
+    total_size = metadata.get("total_size") if isinstance(metadata, dict) else None
     if cp.plan.index_file:
-        shards = sorted(set((index or {}).get("weight_map", {}).values()))
+        weight_map = index.get("weight_map")
+        names = weight_map.values() if isinstance(weight_map, dict) else ()
+        if not all(isinstance(n, str) and is_safe_filename(n) for n in names):
+            raise ConfigError(f"{cp.plan.index_file}: weight_map names a file that is not a plain file name")
+        shards = sorted(set(names))
     else:
         shards = list(cp.plan.files)
     sizes = [cp.files.get(s) for s in shards]

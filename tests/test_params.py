@@ -217,3 +217,39 @@ def test_bad_snapshot_files(tmp_path: Path, content: bytes, message: str) -> Non
     (tmp_path / "snap.json").write_bytes(content)
     with pytest.raises((DataError, NotFoundError), match=message):
         inspect_model(str(tmp_path / "snap.json"))
+
+
+@pytest.mark.parametrize("qc,bits", [
+    ({"quant_method": "compressed-tensors", "config_groups": [1]}, None),  # not a table: no bits read
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": 1}}, None),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": [4]}}}, None),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 4}}}}, 4),
+])
+def test_malformed_quantization_groups_are_read_safely(qc, bits) -> None:
+    from inspector.params import quant_scheme
+
+    assert quant_scheme(qc).bits == bits
+
+
+def test_quantization_bits_true_is_refused() -> None:
+    from inspector.params import quant_scheme
+
+    with pytest.raises(ConfigError, match="bits must be an integer"):
+        quant_scheme({"quant_method": "gptq", "bits": True})
+
+
+@pytest.mark.parametrize("index,refused", [
+    ({"metadata": [1], "weight_map": {"a": "pytorch_model-00001-of-00001.bin"}}, False),  # sizes count
+    ({"weight_map": {"a": ["pytorch_model-00001-of-00001.bin"]}}, True),  # a list as a file name
+    ({"weight_map": {"a": "../pytorch_model-00001-of-00001.bin"}}, True),
+])
+def test_a_malformed_pytorch_index_is_bad_data_not_a_crash(tmp_path: Path, index, refused) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    (tmp_path / "pytorch_model-00001-of-00001.bin").write_bytes(b"\0" * 2000)
+    if refused:
+        with pytest.raises(ConfigError, match="weight_map names a file that is not a plain file name"):
+            inspect_model(str(tmp_path))
+    else:  # no total_size to trust: counted from the .bin file's 2000 bytes at float16
+        p = inspect_model(str(tmp_path)).parameters
+        assert (p.total_params, p.derived) == (1000, True) and "file sizes" in (p.derived_note or "")
