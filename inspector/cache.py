@@ -6,9 +6,15 @@ Settings, all explicit (see shared/STYLE.md habit 8):
   request); redirects are followed by hand in `hub`, so no redirect history carries it either;
 - responses to URLs pinned to a commit sha, and CDN responses (content-addressed), never expire;
   a branch's resolution expires after BRANCH_TTL_S;
-- two sessions over one SQLite file: the metadata session caches 200s (JSON files, API answers), the
-  range session caches only 206 and redirects, so a server that ignores `Range` and answers 200
-  with a whole multi-GB file is never read to its end for the cache;
+- the metadata session caches 200s (JSON files, API answers) that state a Content-Length of at
+  most 128 MiB, in SQLite (write-ahead log) or a shared Redis (HFMEM_REDIS_URL);
+- header Range reads (206) are cached only in Redis, for the fleet; locally the commit's saved
+  snapshot holds them. A 200 answering a Range (a server ignoring it) is never cached, so a
+  multi-GB body is never read to its end;
+- redirects are never cached (the Hub's point at expiring signed CDN URLs);
+- refs (where a branch points) are kept per endpoint host; snapshots and digests per commit;
+- a damaged database is deleted and rebuilt, an unwritable directory means running uncached,
+  each with a warning;
 - the cache directory is 0700 and its files 0600: it may hold a gated model's metadata.
 """
 
@@ -92,6 +98,17 @@ def build_sessions(*, offline: bool = False, pool_size: int = 64,
         return sessions
 
 
+def discard_damaged_cache() -> str:
+    """Forget this process's sessions over the current cache file and delete it (found damaged
+    while in use); the next run starts a new one. Returns the warning to show."""
+    db = cache_dir() / "http.sqlite"
+    with _BUILD_LOCK:
+        for key in [k for k in _SESSIONS if k[0] == str(cache_dir())]:
+            del _SESSIONS[key]
+    _remove_database(db)
+    return f"the HTTP cache at {db} was damaged; removed it (it is rebuilt on the next run)"
+
+
 def _ignore(message: str) -> None:
     pass
 
@@ -144,12 +161,14 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
         stale_if_error=False,
         filter_fn=_small_enough,
     )
+    # Redirects are never cached: the Hub's point at signed CDN URLs that expire, and a cached one
+    # would later be refused (403). Each run follows them afresh; one process remembers them.
     # NOTE: requests-cache keeps settings on the backend object, so each session gets its own
     # backend instance over the same SQLite file. Write-ahead logging lets readers and one writer
     # work at once: with SQLite's default rollback journal, concurrent reads of several models
     # (check --models, two hfmem processes) stalled for seconds on "database is locked".
     meta = requests_cache.CachedSession(
-        backend=_backend(db), allowable_codes=(200, 301, 302, 307, 308), **common
+        backend=_backend(db), allowable_codes=(200,), **common
     )
     # Header reads are cached only in a shared Redis, where another machine of the fleet can use
     # them. Locally the saved snapshot of the commit already holds every header, and caching each
@@ -158,7 +177,7 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     ranged: requests.Session
     if os.environ.get("HFMEM_REDIS_URL", "").strip():
         ranged = requests_cache.CachedSession(
-            backend=_backend(db), allowable_codes=(206, 301, 302, 307, 308), **common
+            backend=_backend(db), allowable_codes=(206,), **common
         )
         ranged.settings.only_if_cached = offline
     else:
@@ -226,8 +245,8 @@ def save_ref(repo_id: str, revision: str, sha: str) -> None:
     """Remember which commit a branch or tag resolved to (read back offline); an unwritable cache
     only costs that."""
     try:
-        folder = _private_dir(cache_dir() / "refs" / repo_folder(repo_id))
-        path = folder / (revision.replace("/", "%2F") or "main")
+        path = _ref_path(repo_id, revision)
+        _private_dir(path.parent)
         tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
         _private_file(tmp)
         tmp.write_text(sha)
@@ -240,14 +259,24 @@ def load_ref(repo_id: str, revision: str, *, max_age_s: float | None = None) -> 
     """The commit a branch or tag last resolved to; with `max_age_s`, only if resolved that recently."""
     import time
 
-    path = cache_dir() / "refs" / repo_folder(repo_id) / (revision.replace("/", "%2F") or "main")
+    path = _ref_path(repo_id, revision)
     try:
-        if max_age_s is not None and time.time() - path.stat().st_mtime > max_age_s:
+        age = time.time() - path.stat().st_mtime
+        if max_age_s is not None and not 0 <= age <= max_age_s:  # a future mtime is not fresh either
             return None
         sha = path.read_text().strip()
     except OSError:
         return None
     return sha if SHA_RE.match(sha) else None
+
+
+def _ref_path(repo_id: str, revision: str) -> Path:
+    """refs/<endpoint host>/models--org--name/<revision>: where a branch points depends on which
+    Hub or mirror answered (HF_ENDPOINT), so each keeps its own; a commit's snapshot does not."""
+    from urllib.parse import quote, urlsplit
+
+    host = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").netloc or "default"
+    return cache_dir() / "refs" / quote(host, safe="") / repo_folder(repo_id) / (quote(revision, safe="") or "main")
 
 
 def snapshot_path(repo_id: str, sha: str) -> Path:

@@ -123,10 +123,13 @@ class EntryError(UsageError):
     """A malformed [[model]] entry, reported by its position and id."""
 
 
-def _validate(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The values of a [defaults] table or [[model]] entry, type-checked; raises EntryError naming `where`."""
+def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = DEFAULT_KEYS) -> dict[str, Any]:
+    """The values of a [defaults] table, [[model]] entry or the command line's options, type-checked
+    and normalised; raises EntryError naming `where`."""
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if key not in allowed:
+            raise EntryError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
         if key in ("id", "revision", "gpu"):
             ok = isinstance(value, str) and value.strip() != ""
             want = "a non-empty string"
@@ -140,13 +143,13 @@ def _validate(values: Mapping[str, Any], where: str) -> dict[str, Any]:
         elif key == "kv_cache_dtype":
             ok = isinstance(value, str) and value.strip().lower() in {"auto", *KV_CACHE_DTYPES}
             want = "auto or one of " + ", ".join(KV_CACHE_DTYPES)
+            value = value.strip().lower() if ok else value
         elif key == "gpu_memory_utilization":
             ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
                   and 0 < value <= 1)
             want = "a number in (0, 1]"
-        else:
-            allowed = ", ".join(sorted(ENTRY_KEYS if where.startswith("model") else DEFAULT_KEYS))
-            raise EntryError(f"{where}: unknown key {key!r} (allowed: {allowed})")
+        else:  # pragma: no cover - every allowed key is handled above
+            raise AssertionError(key)
         if not ok:
             raise EntryError(f"{where}: {key} must be {want}, not {value!r}")
         out[key] = value
@@ -169,7 +172,7 @@ def load_models_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"{path}: [defaults] must be a table")
-    base = {**_validate(defaults, f"{path}: [defaults]"), **(overrides or {})}
+    base = {**_validate(defaults, f"{path}: [defaults]"), **_validate(overrides or {}, "command line")}
     models = doc.get("model", [])
     if not isinstance(models, list) or not models:
         raise UsageError(f"{path}: no [[model]] entries")
@@ -182,7 +185,7 @@ def load_models_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
                 raise EntryError(f"{where}: must be a table")
             if "id" not in entry:
                 raise EntryError(f"{where}: has no id")
-            out.append(CheckSpec(**{**base, **_validate(entry, where)}))
+            out.append(CheckSpec(**{**base, **_validate(entry, where, ENTRY_KEYS)}))
         except EntryError as e:
             spec = CheckSpec(id=name if isinstance(name, str) else "?")
             out.append(CheckResult(spec, i, error=str(e), error_code=int(e.exit_code), malformed=True))

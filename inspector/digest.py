@@ -22,6 +22,8 @@ from .checkpoint import Checkpoint, WeightPlan
 from .params import FileCount, ParameterCount, WeightInventory
 
 DIGEST_FORMAT = "hfmem-digest/1"
+#: Bump with any change to how parameters are counted: a digest of another value is not used.
+COUNTING_VERSION = 1
 
 
 class Deferred(Mapping[str, Any]):
@@ -61,6 +63,8 @@ def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
     record = {
         "format": DIGEST_FORMAT,
         "hfmem": __version__,
+        "counting": COUNTING_VERSION,
+        "snapshot_bytes": snapshot.stat().st_size if snapshot.is_file() else None,
         "repo_id": cp.repo_id,
         "sha": cp.sha,
         "files": dict(cp.files),
@@ -88,8 +92,12 @@ def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoi
 
     try:
         raw = json.loads(digest_path(snapshot).read_bytes())
-        if raw.get("format") != DIGEST_FORMAT or raw.get("hfmem") != __version__:
+        if (raw.get("format") != DIGEST_FORMAT or raw.get("hfmem") != __version__
+                or raw.get("counting") != COUNTING_VERSION):
             return None
+        if raw.get("snapshot_bytes") != snapshot.stat().st_size:
+            return None  # the snapshot beside it changed or was damaged: read that instead
+        os.utime(snapshot)  # in use: `cache prune` goes by the snapshot's time
         p = raw["parameters"]
         weights = p.get("weights")
         params = ParameterCount(**{

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,14 +170,18 @@ def decode_header_json(raw: bytes) -> dict[str, Any]:
         # Duplicate keys, refused as the reference reader does, vanish in a plain parse; checking
         # each object in Python triples the cost of a 92,000-tensor model. Without a backslash every
         # `":` ends a key, so when the keys parsed number as many, none was repeated; anything else
-        # (escapes, spaces before a colon, deeper nesting, or a duplicate) takes the exact path.
-        if not (isinstance(obj, dict) and "\\" not in text and _keys(obj) == text.count('":')):
+        # (escapes, white space before a colon, deeper nesting, or a duplicate) takes the exact path.
+        if not (isinstance(obj, dict) and "\\" not in text and not _SPACED_COLON.search(text)
+                and _keys(obj) == text.count('":')):
             obj = json.loads(text, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError):
         raise HeaderError("header is not valid JSON") from None
     if not isinstance(obj, dict):
         raise HeaderError("header is not a JSON object")
     return obj
+
+
+_SPACED_COLON = re.compile(r'"[ \t\n\r]+:')  # a key whose colon `":` would not count
 
 
 def _keys(obj: dict[str, Any]) -> int:

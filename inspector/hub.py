@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -144,6 +145,8 @@ class HubClient:
         self.warnings: list[str] = []
         self.concurrency = concurrency
         self._proxies: dict[str, dict[str, str]] = {}
+        self.revision_from_cache = False
+        self._lock = threading.Lock()
         self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency,
                                                                warn=self.warnings.append)
 
@@ -224,13 +227,32 @@ class HubClient:
                 delay *= 2
             except requests.RequestException as e:
                 raise NetworkError(f"{what}: {type(e).__name__} talking to {host}") from None
-            except sqlite3.Error as e:  # the cache broke under us: finish the run without it
-                from .cache import _uncached
-
-                self.meta_session, self.range_session = _uncached(self.concurrency, self.warnings.append, e)
-                kwargs.clear()
-                session = self.range_session if byte_range is not None else self.meta_session
+            except Exception as e:
+                if not (isinstance(e, sqlite3.Error) or type(e).__module__.startswith("redis")):
+                    raise
+                # The cache broke under us (a damaged SQLite page, an unreachable Redis): finish
+                # the run without it, and never let offline mode reach the network because of it.
+                self._drop_cache(e)
+                if self.offline:
+                    raise OfflineMiss(f"offline and the cache cannot be read: {what}") from None
+                return self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never,
+                                      force=force)
         raise AssertionError("unreachable")
+
+    def _drop_cache(self, error: Exception) -> None:
+        """Plain sessions from now on; a damaged SQLite file is removed, so the next run rebuilds it."""
+        import sqlite3
+
+        from .cache import _uncached, discard_damaged_cache
+
+        with self._lock:
+            if not hasattr(self.meta_session, "settings"):
+                return  # another thread got here first
+            warn = self.warnings.append
+            if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+                warn(discard_damaged_cache())
+                warn = None  # said already
+            self.meta_session, self.range_session = _uncached(self.concurrency, warn, error)
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
@@ -266,6 +288,7 @@ class HubClient:
         pinned = bool(SHA_RE.match(revision))
         r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
+        self.revision_from_cache = r.from_cache
         info = _json_body(r, f"revision info of {repo_id}")
         sha = info.get("sha")
         if not isinstance(sha, str) or not SHA_RE.match(sha):
@@ -502,7 +525,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # 1. sha and file list
     sha, files = client.revision_info(repo_id, pinned or revision)
     if not pinned:
-        cache.save_ref(repo_id, revision, sha)
+        if not client.revision_from_cache:  # a cached answer must not renew the ref's 10 minutes
+            cache.save_ref(repo_id, revision, sha)
         # A branch that still points at a commit we have read: nothing more to fetch.
         if not refresh and not source.filename:
             saved = _load_saved(repo_id, sha, revision, warnings)
@@ -641,7 +665,9 @@ def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
     from .cache import snapshot_path
     from .digest import save_digest
 
-    if cp.counted is None and cp.repo_id and cp.sha:
+    # Only counts read from the Hub itself: a folder of the HF cache (offline) may hold a partial
+    # download of the same commit, whose counts must never stand for the commit's.
+    if cp.counted is None and cp.local_path is None and cp.repo_id and cp.sha:
         path = snapshot_path(cp.repo_id, cp.sha)
         if path.is_file():
             save_digest(path, cp, params)

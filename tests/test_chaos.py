@@ -228,3 +228,93 @@ def test_two_processes_share_one_cache(fake_hub, baseline, tmp_path) -> None:
     fake_hub.log.clear()
     warm = subprocess.run(cmd, env=env, capture_output=True, timeout=60, cwd=ROOT)
     assert json.loads(warm.stdout) == baseline[QWEN110] and fake_hub.log == []
+
+
+# --- regressions from review: the cache never lies -----------------------------------------------
+
+
+def test_a_partial_hf_cache_download_never_replaces_a_commits_counts(fake_hub, capsys, monkeypatch) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    repo = fake_hub.repos[GPT2]
+    assert run([GPT2, "--revision", repo.sha, "-q"]) == 0  # online: snapshot and digest saved
+    capsys.readouterr()
+    folder = Path(os.environ["HF_HOME"]) / "hub" / "models--openai-community--gpt2"
+    (folder / "snapshots" / repo.sha).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(repo.sha)  # a partial download: one small tensor only
+    save_file({"w": np.zeros((3, 4), np.float16)}, str(folder / "snapshots" / repo.sha / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(Path(os.environ["HFMEM_CACHE_DIR"]) / "elsewhere"))
+    assert exact(capsys, [GPT2])["parameters"]["total"] == 12  # what that folder holds, offline
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HFMEM_CACHE_DIR", str(Path(os.environ["HFMEM_CACHE_DIR"]).parent))
+    assert exact(capsys, [GPT2, "--revision", repo.sha])["parameters"]["total"] == 124_439_808
+
+
+def test_a_branch_resolved_by_one_endpoint_is_not_served_for_another(fake_hub, capsys, monkeypatch) -> None:
+    assert run([GPT2, "-q", "--json"]) == 0
+    capsys.readouterr()
+    fake_hub.log.clear()
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint.replace("127.0.0.1", "localhost"))  # another host name
+    assert run([GPT2, "-q", "--json"]) == 0
+    assert any("/revision/main" in e.path for e in fake_hub.log)  # asked this endpoint where main points
+
+
+def test_a_cache_damaged_beyond_its_first_page_is_removed_and_rebuilt(fake_hub, capsys) -> None:
+    model = "Qwen/Qwen2-7B-Instruct"  # its index fills pages past the first
+    before = exact(capsys, [model])
+    import inspector.cache
+
+    for key in list(inspector.cache._SESSIONS):  # as a new process would: connections closed, WAL merged
+        for session in inspector.cache._SESSIONS.pop(key):
+            session.close()
+    db = Path(os.environ["HFMEM_CACHE_DIR"]) / "http.sqlite"
+    data = bytearray(db.read_bytes())
+    for i in range(4096, len(data), 61):  # every page after the first
+        data[i] = (data[i] + 7) % 256
+    db.write_bytes(data)
+    assert run([model, "--json", "--refresh"]) == 0
+    out, err = capsys.readouterr()
+    assert strip_requested(json.loads(out)) == strip_requested(before)
+    assert "was damaged; removed it" in err
+    assert run([model, "--json", "--refresh"]) == 0 and capsys.readouterr().err == ""  # rebuilt
+
+
+def test_a_cache_error_offline_never_reaches_the_network(fake_hub, capsys, monkeypatch) -> None:
+    import sqlite3
+
+    sha = fake_hub.repos[GPT2].sha
+    assert run([GPT2, "--revision", sha, "-q"]) == 0
+    for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"]) / "snapshots"):
+        p.unlink()  # only the HTTP cache is left
+
+    def broken(*args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr("requests_cache.backends.sqlite.SQLiteDict.__getitem__", broken)
+    fake_hub.log.clear()
+    assert run([GPT2, "--revision", sha, "--offline"]) == 8
+    assert fake_hub.log == []
+
+
+def test_prune_keeps_a_snapshot_that_warm_runs_use(fake_hub, capsys) -> None:
+    sha = fake_hub.repos[GPT2].sha
+    assert run([GPT2, "--revision", sha, "-q"]) == 0
+    snaps = every_file(Path(os.environ["HFMEM_CACHE_DIR"]) / "snapshots")
+    for p in snaps:
+        os.utime(p, (time.time() - 40 * 86400,) * 2)  # read 40 days ago...
+    assert run([GPT2, "--revision", sha, "-q"]) == 0  # ...and used again today, from the digest
+    assert run(["cache", "prune", "--older-than", "30", "-q"]) == 0
+    assert all(p.exists() for p in snaps)
+
+
+def test_a_damaged_snapshot_beside_a_good_digest_is_read_again(fake_hub, capsys, tmp_path) -> None:
+    sha = fake_hub.repos[GPT2].sha
+    assert run([GPT2, "--revision", sha, "-q"]) == 0
+    snapshot = next(p for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"]) / "snapshots")
+                    if not p.name.endswith(".digest.json"))
+    snapshot.write_bytes(snapshot.read_bytes()[:-10])
+    assert run([GPT2, "--revision", sha, "--save-snapshot", str(tmp_path / "s.json"), "-q"]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["headers"]

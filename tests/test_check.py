@@ -114,6 +114,7 @@ def test_pinned_revision_per_entry(fake_hub, tmp_path, capsys) -> None:
     ('[defaults]\ngpus = "a100"\n[[model]]\nid = "x/y"\n', "[defaults]: unknown key 'gpus'"),
     ('[defaults]\ngpu = "a100"\n', "no [[model]] entries"),
     ('[default]\ngpu = "a100"\n[[model]]\nid = "x/y"\n', "unknown table 'default'"),
+    ('[defaults]\nrevision = "main"\n[[model]]\nid = "x/y"\n', "[defaults]: unknown key 'revision'"),
 ])
 def test_a_broken_file_is_a_usage_error_naming_where(tmp_path, capsys, text, message) -> None:
     assert run(["check", "--models", write(tmp_path, text)]) == 2
@@ -170,3 +171,10 @@ def test_one_model_as_markdown_and_json(fake_hub, capsys) -> None:
     assert "| ✅ fits" in capsys.readouterr().out
     code, out = check_json(["Qwen/Qwen2-7B-Instruct", "--gpu", "h100"], capsys)
     assert code == 0 == out["exit_code"] and out["gpu"] == "H100 80GB" and out["tensor_parallel_size"] == 1
+
+
+def test_a_bad_option_with_models_is_one_usage_error(tmp_path, capsys) -> None:
+    text = '[[model]]\nid = "x/y"\n[[model]]\nid = "z/w"\n'
+    assert run(["check", "--models", write(tmp_path, text), "--gpu", "h100", "--kv-cache-dtype", "int2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "command line: kv_cache_dtype must be auto or one of" in err
