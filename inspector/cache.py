@@ -133,15 +133,47 @@ def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception
     return sessions
 
 
+#: Per thread: the time.monotonic() deadline of the request being sent (set by hub.HubClient).
+DEADLINE = threading.local()
+
+
+def _deadline_adapter(pool_size: int) -> Any:
+    """An HTTPAdapter that cuts a response's connection at the thread's DEADLINE: a server that
+    trickles a body (a byte every few seconds) never trips a per-read timeout, so without this a
+    --timeout could be outlived by one slow body."""
+    import time
+
+    from requests.adapters import HTTPAdapter
+
+    class DeadlineAdapter(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = super().send(request, *args, **kwargs)
+            at = getattr(DEADLINE, "at", None)
+            shutdown = getattr(response.raw, "shutdown", None)  # urllib3 >= 2.3
+            if at is not None and shutdown is not None:
+                timer = threading.Timer(max(0.0, at - time.monotonic()), _quietly, (shutdown,))
+                timer.daemon = True
+                timer.start()
+                DEADLINE.timers.append(timer)
+            return response
+
+    return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
+
+
+def _quietly(shutdown: Callable[[], None]) -> None:
+    try:
+        shutdown()
+    except Exception:  # the response may already be closed
+        pass
+
+
 def _configure(session: Any, pool_size: int) -> None:
     """One connection per request in flight (not urllib3's pool of 10 per host), and the
     environment read once: with `trust_env` requests rescans os.environ for proxies and stats
     ~/.netrc on every request, a third of its CPU time over DeepSeek-V3's 329 requests. The Hub
     client passes each host's proxies itself (HubClient.proxies_for); CA bundles are read here."""
-    from requests.adapters import HTTPAdapter
-
     for scheme in ("http://", "https://"):
-        session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=pool_size))
+        session.mount(scheme, _deadline_adapter(pool_size))
     session.trust_env = False  # also: a ~/.netrc password is never sent to the Hub or its CDN
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 

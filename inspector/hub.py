@@ -180,6 +180,8 @@ class HubClient:
         import urllib3.exceptions
         from requests_cache import NEVER_EXPIRE
 
+        from .cache import DEADLINE
+
         headers = {"User-Agent": _user_agent()}
         # The token goes to the endpoint's host only: a CDN host never sees it.
         if self.token and urlsplit(url).netloc == self.host:
@@ -198,6 +200,7 @@ class HubClient:
         host = urlsplit(url).netloc
         for attempt in range(1, MAX_ATTEMPTS + 1):
             timeout = self._remaining(what, host, self.timeout)
+            DEADLINE.at, DEADLINE.timers = self.deadline, []
             try:
                 raw = session.get(url, headers=headers, allow_redirects=False, stream=True,
                                   timeout=timeout, proxies=self.proxies_for(url), **kwargs)
@@ -237,6 +240,10 @@ class HubClient:
                     raise OfflineMiss(f"offline and the cache cannot be read: {what}") from None
                 return self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never,
                                       force=force)
+            finally:
+                for timer in DEADLINE.timers:
+                    timer.cancel()
+                DEADLINE.at, DEADLINE.timers = None, []
         raise AssertionError("unreachable")
 
     def _drop_cache(self, error: Exception) -> None:

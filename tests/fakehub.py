@@ -108,7 +108,8 @@ class Fault:
     - `reset`: send the headers and half the body, then reset the connection (RST);
     - `truncate`: announce the whole Content-Length, send half, close cleanly;
     - `wrong_range`: answer a Range with a Content-Range for other bytes;
-    - `slow`: answer after `seconds` (a latency spike)."""
+    - `slow`: answer after `seconds` (a latency spike);
+    - `trickle`: send the body one byte every `seconds`."""
 
     kind: str
     role: str = "any"
@@ -203,6 +204,17 @@ class FakeHub:
                 size = body.size if isinstance(body, VirtualFile) else len(body)
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
+                if fault and fault.kind == "trickle":
+                    data = body.read(0, size - 1) if isinstance(body, VirtualFile) else body
+                    try:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(fault.seconds)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
                 if fault and fault.kind in ("reset", "truncate"):
                     data = body.read(0, size // 2 - 1) if isinstance(body, VirtualFile) else body[: size // 2]
                     self.wfile.write(data)

@@ -121,6 +121,15 @@ def test_a_hung_server_is_abandoned_at_the_timeout(fake_hub, capsys, monkeypatch
     assert "--timeout" in err
 
 
+@pytest.mark.parametrize("role,path", [("hub", "/revision/"), ("cdn", "")])
+def test_a_trickled_body_is_cut_at_the_timeout(fake_hub, capsys, role, path) -> None:
+    # One byte every 0.5 s never trips a per-read timeout; the --timeout deadline still holds.
+    fake_hub.faults.append(Fault("trickle", role=role, path=path, times=999, seconds=0.5))
+    start = time.monotonic()
+    assert "--timeout" in no_number(capsys, [QWEN110, "--timeout", "2"])
+    assert time.monotonic() - start < 2 + 5
+
+
 def test_slow_link_beyond_the_timeout_exits_7(fake_hub, capsys) -> None:
     fake_hub.latency_s = 1.0
     start = time.monotonic()
