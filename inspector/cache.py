@@ -133,28 +133,58 @@ def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception
     return sessions
 
 
-#: Per thread: the time.monotonic() deadline of the request being sent (set by hub.HubClient).
+class Watchdog:
+    """Cuts the connections of responses still open at a deadline (--timeout): a server that
+    trickles a body (a byte every few seconds) never trips a per-read timeout. One timer thread
+    per deadline, however many responses it watches."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self._live: set[Callable[[], None]] = set()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._fired = False
+
+    def watch(self, shutdown: Callable[[], None]) -> None:
+        import time
+
+        with self._lock:
+            if not self._fired:
+                self._live.add(shutdown)
+                if self._timer is None:
+                    self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._fire)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        _quietly(shutdown)  # already past the deadline
+
+    def release(self, shutdown: Callable[[], None]) -> None:
+        with self._lock:
+            self._live.discard(shutdown)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            live, self._live = list(self._live), set()
+        for shutdown in live:
+            _quietly(shutdown)
+
+
+#: Per thread: the Watchdog of the request being sent, and the responses it watches (hub sets it).
 DEADLINE = threading.local()
 
 
 def _deadline_adapter(pool_size: int) -> Any:
-    """An HTTPAdapter that cuts a response's connection at the thread's DEADLINE: a server that
-    trickles a body (a byte every few seconds) never trips a per-read timeout, so without this a
-    --timeout could be outlived by one slow body."""
-    import time
-
     from requests.adapters import HTTPAdapter
 
     class DeadlineAdapter(HTTPAdapter):
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
             response = super().send(request, *args, **kwargs)
-            at = getattr(DEADLINE, "at", None)
+            watchdog = getattr(DEADLINE, "watchdog", None)
             shutdown = getattr(response.raw, "shutdown", None)  # urllib3 >= 2.3
-            if at is not None and shutdown is not None:
-                timer = threading.Timer(max(0.0, at - time.monotonic()), _quietly, (shutdown,))
-                timer.daemon = True
-                timer.start()
-                DEADLINE.timers.append(timer)
+            if watchdog is not None and shutdown is not None:
+                watchdog.watch(shutdown)
+                DEADLINE.watched.append(shutdown)
             return response
 
     return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)

@@ -141,6 +141,9 @@ class HubClient:
         self.refresh = refresh
         self.timeout = timeout_s()
         self.deadline = deadline  # time.monotonic() after which nothing more is tried (--timeout)
+        from .cache import Watchdog
+
+        self.watchdog = Watchdog(deadline) if deadline is not None else None
         self._redirected: dict[str, str] = {}
         self.warnings: list[str] = []
         self.concurrency = concurrency
@@ -200,7 +203,7 @@ class HubClient:
         host = urlsplit(url).netloc
         for attempt in range(1, MAX_ATTEMPTS + 1):
             timeout = self._remaining(what, host, self.timeout)
-            DEADLINE.at, DEADLINE.timers = self.deadline, []
+            DEADLINE.watchdog, DEADLINE.watched = self.watchdog, []
             try:
                 raw = session.get(url, headers=headers, allow_redirects=False, stream=True,
                                   timeout=timeout, proxies=self.proxies_for(url), **kwargs)
@@ -241,9 +244,10 @@ class HubClient:
                 return self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never,
                                       force=force)
             finally:
-                for timer in DEADLINE.timers:
-                    timer.cancel()
-                DEADLINE.at, DEADLINE.timers = None, []
+                if self.watchdog is not None:
+                    for shutdown in DEADLINE.watched:
+                        self.watchdog.release(shutdown)
+                DEADLINE.watchdog, DEADLINE.watched = None, []
         raise AssertionError("unreachable")
 
     def _drop_cache(self, error: Exception) -> None:
