@@ -246,7 +246,6 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
         import requests
 
         ranged = requests.Session()
-    _share_write_lock(meta)
     meta.settings.only_if_cached = offline
     for s in (meta, ranged):
         _configure(s, pool_size)
@@ -279,20 +278,6 @@ def _backend(db: Path) -> Any:
         raise UsageError("HFMEM_REDIS_URL is set but the redis client is not installed: "
                          "pip install 'hfmem[redis]'") from None
     return requests_cache.RedisCache(namespace="hfmem", connection=redis.Redis.from_url(url))
-
-
-def _share_write_lock(*sessions: Any) -> None:
-    """Make every SQLite table of these sessions write under one lock, as requests-cache already
-    does for a backend's `responses` and `redirects`. With a lock per backend, two threads of one
-    process (concurrent model reads) could each hold a write transaction's turn and stall until
-    SQLite's 5 s busy timeout; measured on 40 paired cold reads: three stalls of 5-10 s before,
-    none after. A requests-cache without these attributes keeps its own locks (slower, still correct)."""
-    tables = [getattr(s.cache, name, None) for s in sessions for name in ("responses", "redirects")]
-    if not all(hasattr(t, "_lock") for t in tables):
-        return
-    lock = tables[0]._lock
-    for t in tables:
-        t._lock = lock
 
 
 # --- refs and snapshots: what lets a warm or offline run skip the network --------------------
