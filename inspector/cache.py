@@ -84,8 +84,18 @@ def build_sessions(*, offline: bool = False, pool_size: int = 64,
         if key in _SESSIONS:
             return _SESSIONS[key]
         try:
-            sessions = _build_sessions(offline=offline, pool_size=pool_size)
-        except sqlite3.DatabaseError:
+            try:
+                sessions = _build_sessions(offline=offline, pool_size=pool_size)
+            except sqlite3.DatabaseError:
+                # Busy (another process creating or writing the file) or unreadable for a moment:
+                # look again before deciding anything.
+                import time
+
+                time.sleep(0.25)
+                sessions = _build_sessions(offline=offline, pool_size=pool_size)
+        except sqlite3.OperationalError as e:  # locked, read-only, I/O: not damage, never deleted
+            sessions = _uncached(pool_size, warn, e)
+        except sqlite3.DatabaseError:  # "file is not a database", malformed: damaged
             _remove_database(cache_dir() / "http.sqlite")
             (warn or _ignore)(f"the HTTP cache at {cache_dir() / 'http.sqlite'} was damaged; rebuilt it empty")
             try:
@@ -123,14 +133,18 @@ def _remove_database(db: Path) -> None:
 
 def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception) -> tuple[Any, Any]:
     """Plain sessions for a run whose cache cannot be written: slower, never wrong."""
-    import requests
-
     reason = getattr(why, "strerror", None) or str(why)
     (warn or _ignore)(f"cannot use the cache at {cache_dir()} ({reason}); running without it")
-    sessions = (requests.Session(), requests.Session())
-    for s in sessions:
-        _configure(s, pool_size)
-    return sessions
+    return plain_session(pool_size), plain_session(pool_size)
+
+
+def plain_session(pool_size: int) -> Any:
+    """A requests session with no cache, configured as the cached ones are."""
+    import requests
+
+    session = requests.Session()
+    _configure(session, pool_size)
+    return session
 
 
 class Watchdog:
@@ -243,12 +257,11 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
         )
         ranged.settings.only_if_cached = offline
     else:
-        import requests
-
-        ranged = requests.Session()
+        ranged = plain_session(pool_size)
     meta.settings.only_if_cached = offline
-    for s in (meta, ranged):
-        _configure(s, pool_size)
+    _configure(meta, pool_size)
+    if hasattr(ranged, "settings"):
+        _configure(ranged, pool_size)
     return meta, ranged
 
 

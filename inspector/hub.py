@@ -132,7 +132,7 @@ class HubClient:
     def __init__(self, *, token: str | None, offline: bool = False, base: str | None = None,
                  refresh: bool = False, concurrency: int = DEFAULT_CONCURRENCY,
                  deadline: float | None = None) -> None:
-        from .cache import build_sessions
+        from .cache import plain_session
 
         self.base = (base or endpoint()).rstrip("/")
         self.host = urlsplit(self.base).netloc
@@ -150,19 +150,50 @@ class HubClient:
         self._proxies: dict[str, dict[str, str]] = {}
         self.revision_from_cache = False
         self._lock = threading.Lock()
-        self.meta_session, self.range_session = build_sessions(offline=offline, pool_size=concurrency,
-                                                               warn=self.warnings.append)
+        # The first round trip (where a revision points) goes out on a plain session while the
+        # cached ones are built beside it: importing requests-cache and opening its database take
+        # ~0.1 s of CPU that would otherwise come before any request. Offline, it is the cached
+        # session that answers, so there is nothing to overlap.
+        self._built: list[tuple[Any, Any]] = []
+        self._build_error: list[BaseException] = []
+        self._builder = threading.Thread(target=self._build, daemon=True)
+        self._builder.start()
+        self.api_session = None if offline else plain_session(concurrency)
+
+    def _build(self) -> None:
+        from .cache import build_sessions
+
+        try:
+            self._built.append(build_sessions(offline=self.offline, pool_size=self.concurrency,
+                                              warn=self.warnings.append))
+        except BaseException as e:  # raised where a session is first needed
+            self._build_error.append(e)
+
+    def _sessions(self) -> tuple[Any, Any]:
+        self._builder.join()
+        if self._build_error:
+            raise self._build_error[0]
+        return self._built[-1]
+
+    @property
+    def meta_session(self) -> Any:
+        return self._sessions()[0]
+
+    @property
+    def range_session(self) -> Any:
+        return self._sessions()[1]
 
     # -- one request -------------------------------------------------------------------------
 
     def get(self, url: str, *, what: str, byte_range: tuple[int, int] | None = None,
-            expire_never: bool = False, force: bool = False) -> Response:
+            expire_never: bool = False, force: bool = False, plain: bool = False) -> Response:
         """GET `url`, following redirects by hand; `byte_range` is (first, last), both inclusive."""
         # A pinned file's redirect target was seen by its first read: a second read goes straight there.
         start = url
         url = self._redirected.get(url, url)
         for _ in range(MAX_REDIRECTS + 1):
-            r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never, force=force)
+            r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never, force=force,
+                               plain=plain)
             if r.status in (301, 302, 303, 307, 308):
                 location = r.headers.get("Location")
                 if not location:
@@ -176,7 +207,7 @@ class HubClient:
         raise NetworkError(f"{what}: more than {MAX_REDIRECTS} redirects")
 
     def _get_once(self, url: str, *, what: str, byte_range: tuple[int, int] | None,
-                  expire_never: bool, force: bool) -> Response:
+                  expire_never: bool, force: bool, plain: bool = False) -> Response:
         import sqlite3
 
         import requests.exceptions
@@ -192,7 +223,10 @@ class HubClient:
         if byte_range is not None:
             # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        session = self.range_session if byte_range is not None else self.meta_session
+        if plain and self.api_session is not None:
+            session = self.api_session
+        else:
+            session = self.range_session if byte_range is not None else self.meta_session
         cached = hasattr(session, "settings")  # a requests-cache session, not a plain one
         if self.offline and not cached:
             raise OfflineMiss(f"offline and not in the cache: {what}")
@@ -242,7 +276,7 @@ class HubClient:
                 if self.offline:
                     raise OfflineMiss(f"offline and the cache cannot be read: {what}") from None
                 return self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never,
-                                      force=force)
+                                      force=force, plain=plain)
             finally:
                 if self.watchdog is not None:
                     for shutdown in DEADLINE.watched:
@@ -258,12 +292,12 @@ class HubClient:
 
         with self._lock:
             if not hasattr(self.meta_session, "settings"):
-                return  # another thread got here first
+                return  # another thread got here first (or the cache was never usable)
             warn = self.warnings.append
             if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
                 warn(discard_damaged_cache())
                 warn = None  # said already
-            self.meta_session, self.range_session = _uncached(self.concurrency, warn, error)
+            self._built.append(_uncached(self.concurrency, warn, error))
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
@@ -297,7 +331,8 @@ class HubClient:
         """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
         url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
         pinned = bool(SHA_RE.match(revision))
-        r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned)
+        r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned,
+                     plain=True)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
         self.revision_from_cache = r.from_cache
         info = _json_body(r, f"revision info of {repo_id}")

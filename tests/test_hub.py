@@ -290,7 +290,7 @@ def test_cache_info_clear_prune(fake_hub, capsys) -> None:
     assert run(["cache", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["path"] == os.environ["HFMEM_CACHE_DIR"]
-    assert info["snapshots"] == 1 and info["refs"] == 1 and info["http_responses"] >= 2 and info["bytes"] > 0
+    assert info["snapshots"] == 1 and info["refs"] == 1 and info["http_responses"] >= 1 and info["bytes"] > 0
     assert run(["cache", "prune", "--older-than", "0"]) == 0
     capsys.readouterr()
     assert run(["cache", "info", "--json"]) == 0
