@@ -30,6 +30,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import requests
 
+#: The largest metadata body read (config, index, API answers), and the largest cached: the biggest
+#: index we know, a 1000-shard MoE's, is tens of MB; a server sending more is refused rather than
+#: buffered. requests-cache reads a whole body to save it, so only answers that say how long they
+#: are, and are no longer than this, are cached. (Our policy, not a Hub number.)
+MAX_JSON_BYTES = 128 * 1024 * 1024
+
 #: How long a branch or tag's resolution to a commit is trusted before asking the Hub again.
 BRANCH_TTL_S = 10 * 60
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -223,7 +229,7 @@ def _configure(session: Any, pool_size: int) -> None:
 
 
 def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session, requests.Session]:
-    import requests_cache
+    requests_cache = import_requests_cache()
 
     directory = _private_dir(cache_dir())
     db = directory / "http.sqlite"
@@ -265,32 +271,56 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     return meta, ranged
 
 
-#: requests-cache reads a whole body to save it: only answers that say how long they are, and are
-#: no longer than the largest metadata hfmem reads (hub.MAX_JSON_BYTES), are cached.
-MAX_CACHED_BODY_BYTES = 128 * 1024 * 1024
 
 
 def _small_enough(response: Any) -> bool:
+    """requests-cache's filter: only bodies with a Content-Length of at most MAX_JSON_BYTES."""
     length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) <= MAX_CACHED_BODY_BYTES
+    return length.isdigit() and int(length) <= MAX_JSON_BYTES
+
+
+# requests_cache.backends tries to import every optional backend's client on import (redis,
+# pymongo, boto3): with the redis extra installed, every run paid for importing redis. They are
+# hidden while requests_cache loads; `_backend` imports the Redis backend itself when configured.
+_OPTIONAL_CLIENTS = ("redis", "pymongo", "bson", "gridfs", "boto3", "botocore")
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_requests_cache() -> Any:
+    """The requests_cache module, loaded without the clients of backends hfmem does not use."""
+    import sys
+
+    with _IMPORT_LOCK:
+        if "requests_cache" in sys.modules:
+            return sys.modules["requests_cache"]
+        hidden = [m for m in _OPTIONAL_CLIENTS if m not in sys.modules]
+        for m in hidden:
+            sys.modules[m] = None  # type: ignore[assignment]  # `import m` now raises ImportError
+        try:
+            import requests_cache
+        finally:
+            for m in hidden:
+                if sys.modules.get(m, 0) is None:
+                    del sys.modules[m]
+        return requests_cache
 
 
 def _backend(db: Path) -> Any:
     """The HTTP cache's backend: SQLite in the cache dir, or the Redis server HFMEM_REDIS_URL names
     (`pip install 'hfmem[redis]'`), which a CI fleet can share. Redis is imported only then."""
-    import requests_cache
-
+    requests_cache = import_requests_cache()
     url = os.environ.get("HFMEM_REDIS_URL", "").strip()
     if not url:
         return requests_cache.SQLiteCache(str(db), wal=True)
     try:
         import redis
+        from requests_cache.backends.redis import RedisCache
     except ImportError:
         from .errors import UsageError
 
         raise UsageError("HFMEM_REDIS_URL is set but the redis client is not installed: "
                          "pip install 'hfmem[redis]'") from None
-    return requests_cache.RedisCache(namespace="hfmem", connection=redis.Redis.from_url(url))
+    return RedisCache(namespace="hfmem", connection=redis.Redis.from_url(url))
 
 
 # --- refs and snapshots: what lets a warm or offline run skip the network --------------------

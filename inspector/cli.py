@@ -328,7 +328,7 @@ def check_cmd(
             raise UsageError("--gpu is required with a MODEL (e.g. --gpu h100)")
         spec = CheckSpec(id=model, revision=revision, **given)
         report = _read(model, settings_read, revision=revision, token=token, offline=offline, quiet=quiet,
-                       deadline=deadline)
+                       deadline=deadline, gpus=())
         results = [evaluate(spec, report, gpus)]
         if fmt is OutputFormat.table:
             sys.stdout.write(_check_line(results[0]))
@@ -345,8 +345,9 @@ def check_cmd(
         entries = load_models_file(models, given)
 
         def read(model_id: str, rev: str | None) -> Any:
+            # gpus=(): `check` fits its own GPU; the default set's table would be thrown away.
             return _read(model_id, settings_read, revision=rev, token=token, offline=offline, quiet=quiet,
-                         deadline=deadline, label=model_id, progress=False)
+                         deadline=deadline, label=model_id, progress=False, gpus=())
 
         results = run_checks(entries, read, gpus)
         sys.stdout.write(render_summary(results, fmt.value))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from .cache import MAX_JSON_BYTES
 from .checkpoint import METADATA_FILES, Checkpoint, load_config_json, plan_weights, shards_from_index
 from .errors import (
     AuthError,
@@ -61,9 +62,7 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
-#: The largest metadata body read (config, index, API answers): the biggest index we know, a
-#: 1000-shard MoE's, is tens of MB; a server sending more is refused rather than buffered.
-MAX_JSON_BYTES = 128 * 1024 * 1024
+
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -212,9 +211,8 @@ class HubClient:
 
         import requests.exceptions
         import urllib3.exceptions
-        from requests_cache import NEVER_EXPIRE
 
-        from .cache import DEADLINE
+        from .cache import DEADLINE, import_requests_cache
 
         headers = {"User-Agent": _user_agent()}
         # The token goes to the endpoint's host only: a CDN host never sees it.
@@ -230,7 +228,9 @@ class HubClient:
         cached = hasattr(session, "settings")  # a requests-cache session, not a plain one
         if self.offline and not cached:
             raise OfflineMiss(f"offline and not in the cache: {what}")
-        kwargs: dict[str, Any] = {"expire_after": NEVER_EXPIRE} if expire_never and cached else {}
+        # (The plain session of the first request needs no requests-cache: it may still be loading.)
+        never = import_requests_cache().NEVER_EXPIRE if expire_never and cached else None
+        kwargs: dict[str, Any] = {"expire_after": never} if never is not None else {}
         if force and not self.offline and cached:
             kwargs["force_refresh"] = True
         delay = 0.5

@@ -341,16 +341,24 @@ def test_a_bad_or_foreign_digest_falls_back_to_the_snapshot(fake_hub, damage) ->
     assert digest.is_file()  # and a good digest is written again
 
 
-def test_redis_is_imported_only_when_configured(fake_hub, monkeypatch, capsys) -> None:
-    import importlib.util
+def test_redis_is_imported_only_when_configured(fake_hub, tmp_path) -> None:
+    """A stand-in `redis` package first on the path leaves a marker when imported: a run without
+    HFMEM_REDIS_URL must not import it; with it set, the run imports it (and, as this one refuses
+    to load, says to install the extra)."""
+    import subprocess
     import sys
 
-    inspect_model("openai-community/gpt2")
-    assert "redis" not in sys.modules
-    if importlib.util.find_spec("redis") is None:  # the optional extra is not installed: say so
-        monkeypatch.setenv("HFMEM_REDIS_URL", "redis://127.0.0.1:1/0")
-        assert run(["Qwen/Qwen2-7B-Instruct"]) == 2
-        assert "pip install 'hfmem[redis]'" in capsys.readouterr().err
+    fake = tmp_path / "site" / "redis"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "redis-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise ImportError('stand-in')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    cmd = [sys.executable, "-c", "from inspector.cli import main; main()", "openai-community/gpt2", "--json", "-q"]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=60).returncode == 0
+    assert not marker.exists()
+    out = subprocess.run([*cmd, "--refresh"], env={**env, "HFMEM_REDIS_URL": "redis://127.0.0.1:1/0"},
+                         capture_output=True, text=True, timeout=60)
+    assert marker.exists() and out.returncode == 2 and "pip install 'hfmem[redis]'" in out.stderr
 
 
 def test_proxies_come_from_the_environment_once_per_host(monkeypatch) -> None:
