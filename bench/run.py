@@ -328,18 +328,28 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 run, fewer models, 50 ms only")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--no-synth-index", action="store_true", help="serve index-less snapshots as they are")
+    ap.add_argument("--model", action="append", default=[], metavar="TEXT",
+                    help="only the models whose id contains TEXT (repeatable; 'synthetic' for the 1000 shards)")
+    ap.add_argument("--latency", action="append", type=float, default=[], metavar="MS",
+                    help="only this injected latency in ms (repeatable)")
     args = ap.parse_args()
     runs = 1 if args.quick else max(1, args.runs)
     models, latencies = (QUICK_MODELS, LATENCIES_S[:1]) if args.quick else (MODELS, LATENCIES_S)
+    if args.latency:
+        latencies = tuple(ms / 1000 for ms in args.latency)
     if not Path(hfmem_path()).exists():
         sys.exit(f"no hfmem at {hfmem_path()}: install the project (pip install -e .) first")
 
     began = time.perf_counter()
     hub = FakeHub()
     try:
-        repos = [hub.add(load_repo(m, not args.no_synth_index)) for m in models]
-        repos.append(hub.add(synthetic_repo(next((r for r in repos if r.repo_id == DEEPSEEK), None)
-                                            or load_repo(DEEPSEEK))))
+        def wanted(repo_id: str) -> bool:
+            return not args.model or any(text in repo_id for text in args.model)
+
+        repos = [hub.add(load_repo(m, not args.no_synth_index)) for m in models if wanted(m)]
+        if wanted(SYNTHETIC):
+            repos.append(hub.add(synthetic_repo(next((r for r in repos if r.repo_id == DEEPSEEK), None)
+                                                or load_repo(DEEPSEEK))))
         with tempfile.TemporaryDirectory(prefix="hfmem-bench-") as home:
             env = child_env(hub, Path(home))
             version = [run_hfmem(hub, ["--version"], env) for _ in range(runs)]

@@ -22,7 +22,7 @@ from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedForma
 from .header import Header, header_from_dict
 
 if TYPE_CHECKING:
-    from .params import ParameterCount
+    from .params import FileTally, ParameterCount
 from .source import SNAPSHOT_FORMAT
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -137,6 +137,8 @@ class Checkpoint:
     warnings: tuple[str, ...] = field(default=())
     # The counts, when a digest already holds them (inspector/digest.py): count_parameters returns them.
     counted: ParameterCount | None = field(default=None, compare=False, repr=False)
+    # Each weight file's tally, when the reader made them as the headers arrived (params.FileTally).
+    tallies: Mapping[str, FileTally] | None = field(default=None, compare=False, repr=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -145,15 +147,7 @@ class Checkpoint:
 
     @property
     def quantization_config(self) -> dict[str, Any] | None:
-        """`quantization_config` from config.json, else a separate quantize_config.json."""
-        q = self.config.get("quantization_config")
-        if isinstance(q, dict):
-            return q
-        for name in METADATA_FILES[1:]:
-            q = self.json_files.get(name)
-            if isinstance(q, dict):
-                return q
-        return None
+        return quantization_config(self.json_files)
 
     @property
     def index(self) -> dict[str, Any] | None:
@@ -166,6 +160,19 @@ class Checkpoint:
         if self.plan.files:
             return self.plan.files
         return shards_from_index(self.index, self.plan.index_file or "index")
+
+
+def quantization_config(json_files: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`quantization_config` from config.json, else a separate quantize_config.json."""
+    config = json_files.get("config.json")
+    q = config.get("quantization_config") if isinstance(config, dict) else None
+    if isinstance(q, dict):
+        return q
+    for name in METADATA_FILES[1:]:
+        q = json_files.get(name)
+        if isinstance(q, dict):
+            return q
+    return None
 
 
 def load_config_json(text: str | bytes, name: str) -> Any:
@@ -201,15 +208,20 @@ def _header_entry(h: Header) -> dict[str, Any]:
     return {"header_size": h.header_bytes, "header": h.to_dict()}
 
 
-def _snapshot_text(cp: Checkpoint) -> Iterator[str]:
+def _snapshot_text(cp: Checkpoint) -> Iterator[bytes]:
     """to_snapshot(cp) as compact JSON, one header at a time: a 92,000-tensor model is never held
-    twice over as dicts and text (json.dumps with an indent would also use the slow Python encoder)."""
+    twice over as dicts and text (json.dumps with an indent would also use the slow Python encoder).
+    A header read from a file is written as the file holds it, not encoded again."""
     compact = {"separators": (",", ":")}
     base = json.dumps(_snapshot_base(cp), **compact)
-    yield base[:-1] + ',"headers":{'
+    yield (base[:-1] + ',"headers":{').encode()
     for i, (name, h) in enumerate(cp.headers.items()):
-        yield ("," if i else "") + json.dumps(name) + ":" + json.dumps(_header_entry(h), **compact)
-    yield "}}\n"
+        key = ("," if i else "") + json.dumps(name) + ":"
+        if h.raw is not None:
+            yield f'{key}{{"header_size":{h.header_bytes},"header":'.encode() + h.raw + b"}"
+        else:
+            yield (key + json.dumps(_header_entry(h), **compact)).encode()
+    yield b"}}\n"
 
 
 def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
@@ -223,7 +235,7 @@ def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0
             f = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
             with f:
                 for chunk in _snapshot_text(cp):
-                    f.write(chunk.encode())
+                    f.write(chunk)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .cache import MAX_JSON_BYTES
-from .checkpoint import METADATA_FILES, Checkpoint, load_config_json, plan_weights, shards_from_index
+from .checkpoint import (
+    METADATA_FILES,
+    Checkpoint,
+    load_config_json,
+    plan_weights,
+    quantization_config,
+    shards_from_index,
+)
 from .errors import (
     AuthError,
     EntryNotFound,
@@ -46,7 +53,7 @@ from .source import Source
 if TYPE_CHECKING:
     import requests
 
-    from .params import ParameterCount
+    from .params import CountContext, FileTally, ParameterCount
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
@@ -564,6 +571,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         if not pinned:
             raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
 
+    from .params import FileTally
+
     workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
     client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
                        deadline=deadline)
@@ -596,6 +605,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         }
         json_files: dict[str, Any] = {}
         headers: dict[str, Header] = {}
+        tallies: dict[str, FileTally] = {}
         grouped: Future[dict[str, list[str]]] | None = None
         if plan.format == "safetensors":
             # The index is parsed and grouped by shard once, by whichever shard task needs it
@@ -607,6 +617,11 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                 n for n in listing if n.endswith(".safetensors") and "/" not in n
             ]
 
+            # How tensors count depends on config.json (and a quantization config): known by the
+            # time the first header arrives, so each shard is tallied as it arrives, in the time
+            # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
+            context = pool.submit(_count_context, json_futures, json_files)
+
             def shard_task(name: str) -> Header | None:
                 # The redirect needs only the name, so it travels beside config.json and the index;
                 # the CDN read waits for the index, which sizes it.
@@ -617,7 +632,10 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     if not names:
                         return None  # a .safetensors file the index does not use
                     predicted = predict_header_bytes(names)
-                return client.read_header(repo_id, sha, name, predicted, located)
+                header = client.read_header(repo_id, sha, name, predicted, located)
+                if context.result() is not None:
+                    tallies[name] = FileTally.of(header, context.result())
+                return header
 
             shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
             done = 0
@@ -658,6 +676,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         revision=revision,
         sha=sha,
         warnings=tuple(dict.fromkeys([*warnings, *client.warnings])),
+        tallies=tallies,
     )
     _ = cp.weight_files  # validates the index before anything is saved
     if not source.filename:
@@ -673,6 +692,21 @@ def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[
     for tensor, shard in (weight_map.items() if isinstance(weight_map, dict) else ()):
         by_shard.setdefault(str(shard), []).append(str(tensor))
     return by_shard
+
+
+def _count_context(json_futures: Mapping[str, Future[bytes]], parsed: dict[str, Any]) -> CountContext | None:
+    """The counting context from config.json and any quantization config; None when one of them
+    cannot be read (its error is raised where the files are parsed, and nothing is tallied early)."""
+    from .params import count_context
+
+    try:
+        for name in METADATA_FILES:
+            if name in json_futures:
+                parsed[name] = load_config_json(json_futures[name].result(), name)
+        config = parsed.get("config.json")
+        return count_context(config if isinstance(config, dict) else {}, quantization_config(parsed))
+    except Exception:  # noqa: BLE001 - raised again, in its place, when the files are parsed
+        return None
 
 
 def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:

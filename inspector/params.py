@@ -19,7 +19,7 @@ from typing import Any
 
 from .checkpoint import Checkpoint, is_safe_filename
 from .errors import ConfigError
-from .header import DTYPE_BITS, TensorInfo
+from .header import DTYPE_BITS, Header, TensorInfo
 
 
 class TensorKind(str, Enum):
@@ -222,51 +222,145 @@ def classify(t: TensorInfo, scheme: QuantScheme | None,
     return TensorKind.PARAMETER, t.elements, t.dtype
 
 
-def count_parameters(cp: Checkpoint) -> ParameterCount:
-    """Count a checkpoint's parameters, stored elements and bytes, in total and per file."""
-    if cp.counted is not None:
-        return cp.counted
-    scheme = quant_scheme(cp.quantization_config)
-    if cp.plan.format == "pytorch":
-        return _derived_count(cp, scheme)
-    config = cp.config
-    by_dtype: Counter[str] = Counter()
-    stored_by_dtype: Counter[str] = Counter()
-    buffers = quant = buffer_bytes = 0
+@dataclass(frozen=True)
+class CountContext:
+    """What counting a tensor depends on besides the tensor itself: the quantization scheme, the
+    config's bias flags (GPTQ's padding biases) and the first multi-token-prediction layer. A
+    file's tally is reused only under an equal context."""
+
+    scheme: QuantScheme | None
+    bias_config: tuple[tuple[str, Any], ...]
+    first_mtp: int | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.bias_config)
+
+
+_BIAS_KEYS = ("model_type", "attention_bias", "mlp_bias")
+
+
+def count_context(config: Mapping[str, Any], quantization_config: Mapping[str, Any] | None) -> CountContext:
+    """The context of a checkpoint's counts (ConfigError for an unreadable quantization config)."""
     mtp = config.get("num_nextn_predict_layers")
     first_mtp = config.get("num_hidden_layers") if isinstance(mtp, int) and mtp > 0 else None
-    inv = _Inventory(first_mtp if isinstance(first_mtp, int) else None)
-    files = []
-    for fname in cp.weight_files:
-        header = cp.headers[fname]
-        f_params = f_elems = 0
+    bias = tuple((k, config[k]) for k in _BIAS_KEYS if k in config)
+    return CountContext(quant_scheme(quantization_config), bias,
+                        first_mtp if isinstance(first_mtp, int) else None)
+
+
+class FileTally:
+    """One weight file's counts, accumulated tensor by tensor; tallies of several files merge.
+    The Hub reader tallies each shard as its header arrives, while other reads are in flight."""
+
+    def __init__(self, context: CountContext) -> None:
+        self.context = context
+        self.params = self.elements = self.data_bytes = 0
+        self.by_dtype: Counter[str] = Counter()
+        self.stored_by_dtype: Counter[str] = Counter()
+        self.buffers = self.buffer_bytes = self.quant = 0
+        self.linear = self.groups = self.blocks = self.experts = self.mtp = self.mtp_bytes = 0
+        self.expert_ids: set[tuple[str, int]] = set()
+        self.fused_experts = 0
+
+    @classmethod
+    def of(cls, header: Header, context: CountContext) -> FileTally:
+        tally = cls(context)
+        scheme, config = context.scheme, context.config
         for t in header.tensors:
-            kind, logical, label = classify(t, scheme, config)
-            stored_by_dtype[t.dtype] += t.elements
-            f_elems += t.elements
-            if kind is TensorKind.PARAMETER:
-                by_dtype[label] += logical
-                f_params += logical
-                inv.add(t, logical, scheme)
-            elif inv.is_mtp(t.name):
-                inv.mtp_bytes += t.nbytes
-            elif kind is TensorKind.BUFFER:
-                buffers += t.elements
-                buffer_bytes += t.nbytes
-            else:
-                quant += t.elements
-        files.append(FileCount(fname, f_params, f_elems, header.data_bytes))
+            tally._add(t, *classify(t, scheme, config))
+        tally.data_bytes = header.data_bytes
+        return tally
+
+    def _add(self, t: TensorInfo, kind: TensorKind, logical: int, label: str) -> None:
+        elements = t.elements
+        self.stored_by_dtype[t.dtype] += elements
+        self.elements += elements
+        if kind is TensorKind.PARAMETER:
+            self.by_dtype[label] += logical
+            self.params += logical
+            self._parameter(t, logical)
+        elif self._is_mtp(t.name):
+            self.mtp_bytes += t.nbytes
+        elif kind is TensorKind.BUFFER:
+            self.buffers += elements
+            self.buffer_bytes += t.nbytes
+        else:
+            self.quant += elements
+
+    def _is_mtp(self, name: str) -> bool:
+        first = self.context.first_mtp
+        if first is None:
+            return False
+        m = _LAYER_INDEX.search(name)
+        return bool(m) and int(m.group(1)) >= first
+
+    def _parameter(self, t: TensorInfo, logical: int) -> None:
+        name = t.name
+        if self._is_mtp(name):
+            self.mtp += logical
+            self.mtp_bytes += t.nbytes
+            return
+        m = _EXPERT.search(name)
+        if m and "shared_expert" not in name:
+            self.experts += logical
+            if m.group(1):
+                self.expert_ids.add((name[: m.start()], int(m.group(1)[:-1])))
+            elif len(t.shape) >= 2:
+                self.fused_experts = max(self.fused_experts, t.shape[0])
+        # Cheapest test first: this runs for every parameter tensor (92,000 in DeepSeek-V3).
+        if not name.endswith(_LINEAR_SUFFIXES) or not _BLOCK.search(name) or _KEEP_16BIT.search(name):
+            return
+        if len(t.shape) < 2 and logical == t.elements:
+            return
+        rows, cols = logical_matrix(t, logical, self.context.scheme)
+        self.linear += logical
+        self.groups += rows * -(-cols // _GROUP)
+        self.blocks += -(-rows // _GROUP) * -(-cols // _GROUP)
+
+
+def count_parameters(cp: Checkpoint) -> ParameterCount:
+    """Count a checkpoint's parameters, stored elements and bytes, in total and per file (from the
+    tallies the reader made as headers arrived, when they were made in the same context)."""
+    if cp.counted is not None:
+        return cp.counted
+    context = count_context(cp.config, cp.quantization_config)
+    scheme = context.scheme
+    if cp.plan.format == "pytorch":
+        return _derived_count(cp, scheme)
+    tallies = []
+    for fname in cp.weight_files:
+        tally = cp.tallies.get(fname) if cp.tallies else None
+        tallies.append(tally if tally is not None and tally.context == context
+                       else FileTally.of(cp.headers[fname], context))
+    by_dtype: Counter[str] = Counter()
+    stored_by_dtype: Counter[str] = Counter()
+    expert_ids: set[tuple[str, int]] = set()
+    for tally in tallies:
+        by_dtype.update(tally.by_dtype)
+        stored_by_dtype.update(tally.stored_by_dtype)
+        expert_ids |= tally.expert_ids
+    files = tuple(FileCount(f, t.params, t.elements, t.data_bytes) for f, t in zip(cp.weight_files, tallies,
+                                                                                    strict=True))
+    weights_bytes = sum(f.tensor_bytes for f in files)
+    per_layer = Counter(prefix for prefix, _ in expert_ids)
+    loaded = weights_bytes - sum(t.buffer_bytes + t.mtp_bytes for t in tallies)
     return ParameterCount(
         total_params=sum(f.params for f in files),
         by_dtype_params=dict(sorted(by_dtype.items())),
         stored_elements=sum(f.stored_elements for f in files),
         stored_by_dtype_elements=dict(sorted(stored_by_dtype.items())),
-        weights_bytes=sum(f.tensor_bytes for f in files),
-        buffer_elements=buffers,
-        quantization_elements=quant,
-        files=tuple(files),
+        weights_bytes=weights_bytes,
+        buffer_elements=sum(t.buffers for t in tallies),
+        quantization_elements=sum(t.quant for t in tallies),
+        files=files,
         quant_method=scheme.method if scheme else None,
-        weights=inv.result(sum(f.tensor_bytes for f in files) - buffer_bytes - inv.mtp_bytes),
+        weights=WeightInventory(
+            sum(t.linear for t in tallies), sum(t.groups for t in tallies), sum(t.blocks for t in tallies),
+            sum(t.experts for t in tallies),
+            max(per_layer.values(), default=0) or max((t.fused_experts for t in tallies), default=0),
+            loaded, sum(t.mtp for t in tallies),
+        ),
     )
 
 
@@ -310,50 +404,6 @@ def _prod(dims: tuple[int, ...]) -> int:
     for d in dims:
         n *= d
     return n
-
-
-class _Inventory:
-    """Accumulates a WeightInventory while count_parameters walks the tensors."""
-
-    def __init__(self, first_mtp_layer: int | None) -> None:
-        self.linear = self.groups = self.blocks = self.experts = self.mtp = self.mtp_bytes = 0
-        self.expert_ids: set[tuple[str, int]] = set()
-        self.fused_experts = 0
-        self.first_mtp = first_mtp_layer
-
-    def is_mtp(self, name: str) -> bool:
-        if self.first_mtp is None:
-            return False
-        m = _LAYER_INDEX.search(name)
-        return bool(m) and int(m.group(1)) >= self.first_mtp
-
-    def add(self, t: TensorInfo, logical: int, scheme: QuantScheme | None) -> None:
-        name = t.name
-        if self.is_mtp(name):
-            self.mtp += logical
-            self.mtp_bytes += t.nbytes
-            return
-        m = _EXPERT.search(name)
-        if m and "shared_expert" not in name:
-            self.experts += logical
-            if m.group(1):
-                self.expert_ids.add((name[: m.start()], int(m.group(1)[:-1])))
-            elif len(t.shape) >= 2:
-                self.fused_experts = max(self.fused_experts, t.shape[0])
-        # Cheapest test first: this runs for every parameter tensor (92,000 in DeepSeek-V3).
-        if not name.endswith(_LINEAR_SUFFIXES) or not _BLOCK.search(name) or _KEEP_16BIT.search(name):
-            return
-        if len(t.shape) < 2 and logical == t.elements:
-            return
-        rows, cols = logical_matrix(t, logical, scheme)
-        self.linear += logical
-        self.groups += rows * -(-cols // _GROUP)
-        self.blocks += -(-rows // _GROUP) * -(-cols // _GROUP)
-
-    def result(self, loaded_bytes: int) -> WeightInventory:
-        per_layer = Counter(prefix for prefix, _ in self.expert_ids)
-        n = max(per_layer.values(), default=0) or self.fused_experts
-        return WeightInventory(self.linear, self.groups, self.blocks, self.experts, n, loaded_bytes, self.mtp)
 
 
 # torch dtype names in config.json -> safetensors names and bits.

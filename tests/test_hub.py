@@ -386,3 +386,47 @@ def test_warm_runs_and_start_up_import_no_http_or_table_library(fake_hub) -> Non
         out = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
                              env=os.environ, timeout=60)
         assert out.stdout.splitlines()[-1] == "[]", (args, out.stdout[-300:], out.stderr[-300:])
+
+
+@pytest.mark.parametrize("repo_id", ["openai/gpt-oss-20b", "TheBloke/Llama-2-7B-GPTQ", "mistralai/Mixtral-8x7B-v0.1"])
+def test_shards_tallied_as_they_arrive_count_as_a_count_afterwards(fake_hub, repo_id) -> None:
+    """The Hub reader tallies each shard while other reads are in flight; the merged count is
+    exactly the one made from the headers afterwards (MXFP4 + fused experts, GPTQ's padding biases
+    from the config, Mixtral's per-expert tensors)."""
+    from dataclasses import replace
+
+    from inspector.params import count_parameters
+
+    report = inspect_model(repo_id)
+    cp = report.checkpoint
+    assert cp.tallies is not None and set(cp.tallies) == set(cp.weight_files)
+    assert report.parameters == count_parameters(replace(cp, tallies=None))
+
+
+def test_a_tally_made_under_another_config_is_not_used(fake_hub) -> None:
+    """Tallies depend on config.json (here DeepSeek's multi-token-prediction layer count): with
+    another config, they are counted again rather than reused."""
+    from dataclasses import replace
+
+    from inspector.params import count_parameters
+
+    cp = inspect_model("deepseek-ai/DeepSeek-V3").checkpoint
+    config = {**cp.config, "num_nextn_predict_layers": 0}
+    other = replace(cp, json_files={**cp.json_files, "config.json": config})
+    fresh = count_parameters(replace(other, tallies=None))
+    assert count_parameters(other) == fresh
+    assert fresh.weights.mtp_params == 0 < count_parameters(cp).weights.mtp_params
+
+
+def test_the_saved_snapshot_holds_each_header_as_the_file_does(fake_hub) -> None:
+    """The snapshot of a Hub read writes each header's JSON text as it was read (not encoded
+    again); reading it back gives the same tensor tables."""
+    from inspector.cache import snapshot_path
+    from inspector.checkpoint import load_snapshot, to_snapshot
+
+    repo = fake_hub.repos[QWEN110]
+    cold = inspect_model(QWEN110, revision=repo.sha).checkpoint
+    assert all(h.raw is not None for h in cold.headers.values())
+    saved = load_snapshot(snapshot_path(QWEN110, repo.sha))
+    assert saved.headers == cold.headers
+    assert to_snapshot(saved)["headers"] == to_snapshot(cold)["headers"]
