@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,6 +240,78 @@ def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class SnapshotWriter:
+    """Writes a snapshot while its parts arrive: each header as its read completes (its JSON text as
+    the file holds it, which is then not kept in memory), the JSON files and the file list at the
+    end. The file appears, atomically and mode 0600, only when `commit` is called; `abort` leaves
+    nothing. The keys come in another order than `save_snapshot`'s; a JSON object has none."""
+
+    def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None) -> None:
+        self.path = path
+        self._tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        self._file = open(os.open(self._tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb")
+        self._lock = threading.Lock()
+        self._count = 0
+        self.failed = False  # a write failed (the cache's disk is full): the snapshot is abandoned
+        self.committed = False
+        head = {"format": SNAPSHOT_FORMAT, "source": {"repo_id": repo_id, "revision": revision, "path": None},
+                "sha": sha}
+        self._write(json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"headers":{')
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            self.abort()
+
+    def _write(self, data: bytes) -> None:
+        if self.failed:
+            raise OSError(f"{self._tmp}: the snapshot was abandoned")
+        try:
+            self._file.write(data)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, name: str, header: Header) -> Header:
+        """Write one header; returns it without its text (written now, not needed again)."""
+        entry = header.raw if header.raw is not None else json.dumps(header.to_dict()).encode()
+        with self._lock:
+            comma = b"," if self._count else b""
+            self._count += 1
+            self._write(comma + json.dumps(name).encode() + b':{"header_size":%d,"header":' % header.header_bytes
+                        + entry + b"}")
+        return replace(header, raw=None)
+
+    def commit(self, files: Mapping[str, int | None], json_files: Mapping[str, Any],
+               json_text: Mapping[str, bytes]) -> None:
+        """The file list and the JSON files (as read, when their text can stand in a JSON document
+        as it is: a UTF-8 object), then the file is put in place."""
+        parts = []
+        for name, value in json_files.items():
+            text = json_text.get(name)
+            if text is None or text[:1] != b"{" or b"\x00" in text[:4]:
+                text = json.dumps(value, separators=(",", ":")).encode()
+            parts.append(json.dumps(name).encode() + b":" + text)
+        self._write(b'},"files":' + json.dumps(dict(files), separators=(",", ":")).encode()
+                    + b',"json":{' + b",".join(parts) + b"}}\n")
+        try:
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            self.committed = True
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self.failed = True
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -53,6 +54,7 @@ from .source import Source
 if TYPE_CHECKING:
     import requests
 
+    from .checkpoint import SnapshotWriter
     from .params import CountContext, FileTally, ParameterCount
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -598,89 +600,95 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         plan = plan_weights(listing)
         wanted_json = [n for n in (*METADATA_FILES, plan.index_file) if n and n in files]
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        # 2. every small JSON file at once
-        json_futures: dict[str, Future[bytes]] = {
-            n: pool.submit(client.read_file, repo_id, sha, n) for n in wanted_json
-        }
-        json_files: dict[str, Any] = {}
-        headers: dict[str, Header] = {}
-        tallies: dict[str, FileTally] = {}
-        grouped: Future[dict[str, list[str]]] | None = None
-        if plan.format == "safetensors":
-            # The index is parsed and grouped by shard once, by whichever shard task needs it
-            # first; it was submitted first, so no task waits on one that cannot start.
-            if plan.index_file and plan.index_file in json_futures:
-                grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file,
-                                      json_files)
-            candidates = list(plan.files) or [
-                n for n in listing if n.endswith(".safetensors") and "/" not in n
-            ]
+    # The commit's snapshot is written as the headers arrive (each header's text then dropped),
+    # and put in place once everything is read and valid.
+    with _snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext() as snapshot:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            # 2. every small JSON file at once
+            json_futures: dict[str, Future[bytes]] = {
+                n: pool.submit(client.read_file, repo_id, sha, n) for n in wanted_json
+            }
+            json_files: dict[str, Any] = {}
+            headers: dict[str, Header] = {}
+            tallies: dict[str, FileTally] = {}
+            grouped: Future[dict[str, list[str]]] | None = None
+            if plan.format == "safetensors":
+                # The index is parsed and grouped by shard once, by whichever shard task needs it
+                # first; it was submitted first, so no task waits on one that cannot start.
+                if plan.index_file and plan.index_file in json_futures:
+                    grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file,
+                                          json_files)
+                candidates = list(plan.files) or [
+                    n for n in listing if n.endswith(".safetensors") and "/" not in n
+                ]
 
-            # How tensors count depends on config.json (and a quantization config): known by the
-            # time the first header arrives, so each shard is tallied as it arrives, in the time
-            # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
-            context = pool.submit(_count_context, json_futures, json_files)
+                # How tensors count depends on config.json (and a quantization config): known by the
+                # time the first header arrives, so each shard is tallied as it arrives, in the time
+                # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
+                context = pool.submit(_count_context, json_futures, json_files)
 
-            def shard_task(name: str) -> Header | None:
-                # The redirect needs only the name, so it travels beside config.json and the index;
-                # the CDN read waits for the index, which sizes it.
-                located = client.locate(repo_id, sha, name)
-                predicted = SPECULATIVE_HEADER_BYTES
-                if grouped is not None:
-                    names = grouped.result().get(name)
-                    if not names:
-                        return None  # a .safetensors file the index does not use
-                    predicted = predict_header_bytes(names)
-                header = client.read_header(repo_id, sha, name, predicted, located)
-                if context.result() is not None:
-                    tallies[name] = FileTally.of(header, context.result())
-                return header
+                def shard_task(name: str) -> Header | None:
+                    # The redirect needs only the name, so it travels beside config.json and the index;
+                    # the CDN read waits for the index, which sizes it.
+                    located = client.locate(repo_id, sha, name)
+                    predicted = SPECULATIVE_HEADER_BYTES
+                    if grouped is not None:
+                        names = grouped.result().get(name)
+                        if not names:
+                            return None  # a .safetensors file the index does not use
+                        predicted = predict_header_bytes(names)
+                    header = client.read_header(repo_id, sha, name, predicted, located)
+                    if context.result() is not None:
+                        tallies[name] = FileTally.of(header, context.result())
+                    return _kept(snapshot, name, header)
 
-            shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
-            done = 0
-            for name, fut in shard_futures.items():
-                h = fut.result()
-                done += 1
-                if progress:
-                    progress(done, len(shard_futures))
-                if h is not None:
-                    headers[name] = h
-        if grouped is not None:
-            grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
-        for name, fut in json_futures.items():
-            if name not in json_files:
-                json_files[name] = load_config_json(fut.result(), name)
-        json_files = {n: json_files[n] for n in json_futures}  # in a stable order
-        if plan.format == "safetensors" and plan.index_file:
-            # A shard the index names but whose name the file list did not suggest: read it now.
-            index = json_files[plan.index_file]
-            extra = [s for s in shards_from_index(index, plan.index_file) if s not in headers]
-            for s in extra:
-                if s not in files:
-                    raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
-            def read_extra(shard: str) -> Header:
-                return client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES)
+                shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
+                done = 0
+                for name, fut in shard_futures.items():
+                    h = fut.result()
+                    done += 1
+                    if progress:
+                        progress(done, len(shard_futures))
+                    if h is not None:
+                        headers[name] = h
+            if grouped is not None:
+                grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
+            for name, fut in json_futures.items():
+                if name not in json_files:
+                    json_files[name] = load_config_json(fut.result(), name)
+            json_files = {n: json_files[n] for n in json_futures}  # in a stable order
+            if plan.format == "safetensors" and plan.index_file:
+                # A shard the index names but whose name the file list did not suggest: read it now.
+                index = json_files[plan.index_file]
+                extra = [s for s in shards_from_index(index, plan.index_file) if s not in headers]
+                for s in extra:
+                    if s not in files:
+                        raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
+                def read_extra(shard: str) -> Header:
+                    return _kept(snapshot, shard, client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES))
 
-            headers.update(zip(extra, pool.map(read_extra, extra), strict=True))
+                headers.update(zip(extra, pool.map(read_extra, extra), strict=True))
 
-    for name, h in headers.items():
-        listing[name] = h.file_bytes if h.file_bytes is not None else listing.get(name)
-    cp = Checkpoint(
-        name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
-        files=listing,
-        json_files=json_files,
-        headers=headers,
-        plan=plan,
-        repo_id=repo_id,
-        revision=revision,
-        sha=sha,
-        warnings=tuple(dict.fromkeys([*warnings, *client.warnings])),
-        tallies=tallies,
-    )
-    _ = cp.weight_files  # validates the index before anything is saved
-    if not source.filename:
-        _save(cp)
+        for name, h in headers.items():
+            listing[name] = h.file_bytes if h.file_bytes is not None else listing.get(name)
+        cp = Checkpoint(
+            name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
+            files=listing,
+            json_files=json_files,
+            headers=headers,
+            plan=plan,
+            repo_id=repo_id,
+            revision=revision,
+            sha=sha,
+            warnings=tuple(dict.fromkeys([*warnings, *client.warnings])),
+            tallies=tallies,
+        )
+        _ = cp.weight_files  # validates the index before anything is saved
+        if snapshot is not None and not snapshot.failed:
+            try:
+                snapshot.commit(listing, json_files, {n: f.result() for n, f in json_futures.items()})
+            except OSError:
+                pass  # an unwritable cache only costs speed
     return cp
 
 
@@ -753,17 +761,27 @@ def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
             save_digest(path, cp, params)
 
 
-def _save(cp: Checkpoint) -> None:
+def _snapshot_writer(repo_id: str, revision: str, sha: str) -> AbstractContextManager[SnapshotWriter | None]:
+    """The writer of a commit's snapshot in the cache, or None where the cache cannot be written."""
     from .cache import _private_dir, snapshot_path
-    from .checkpoint import save_snapshot
+    from .checkpoint import SnapshotWriter
 
-    assert cp.repo_id and cp.sha
-    path = snapshot_path(cp.repo_id, cp.sha)
+    path = snapshot_path(repo_id, sha)
     try:
         _private_dir(path.parent)
-        save_snapshot(cp, path, mode=0o600)
+        return SnapshotWriter(path, repo_id=repo_id, revision=revision, sha=sha)
     except OSError:
-        pass  # an unwritable cache only costs speed
+        return nullcontext()
+
+
+def _kept(snapshot: SnapshotWriter | None, name: str, header: Header) -> Header:
+    """A header written to the snapshot being saved (an unwritable cache only costs speed)."""
+    if snapshot is None or snapshot.failed:
+        return header
+    try:
+        return snapshot.add(name, header)
+    except OSError:
+        return header
 
 
 def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:

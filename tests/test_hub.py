@@ -419,14 +419,42 @@ def test_a_tally_made_under_another_config_is_not_used(fake_hub) -> None:
 
 
 def test_the_saved_snapshot_holds_each_header_as_the_file_does(fake_hub) -> None:
-    """The snapshot of a Hub read writes each header's JSON text as it was read (not encoded
-    again); reading it back gives the same tensor tables."""
+    """The commit's snapshot is written as the headers arrive, each header's JSON text as the file
+    holds it (not encoded again, and not kept in memory after); reading it back gives the same
+    tensor tables and JSON files."""
+    import struct
+
     from inspector.cache import snapshot_path
     from inspector.checkpoint import load_snapshot, to_snapshot
 
     repo = fake_hub.repos[QWEN110]
     cold = inspect_model(QWEN110, revision=repo.sha).checkpoint
-    assert all(h.raw is not None for h in cold.headers.values())
-    saved = load_snapshot(snapshot_path(QWEN110, repo.sha))
-    assert saved.headers == cold.headers
+    path = snapshot_path(QWEN110, repo.sha)
+    text = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and not list(path.parent.glob("*.tmp"))
+    for name in cold.weight_files:
+        (n,) = struct.unpack("<Q", repo.files[name].head[:8])
+        assert b':{"header_size":%d,"header":' % n + repo.files[name].head[8 : 8 + n] + b"}" in text
+        assert cold.headers[name].raw is None
+    saved = load_snapshot(path)
+    assert saved.headers == cold.headers and saved.json_files == cold.json_files
     assert to_snapshot(saved)["headers"] == to_snapshot(cold)["headers"]
+
+
+def test_a_failed_read_leaves_no_snapshot_behind(fake_hub) -> None:
+    """The snapshot being written is dropped when the read fails part-way (a shard the Hub
+    will not serve): no file, no temporary file."""
+    import hashlib
+
+    from fakehub import Fault
+
+    from inspector.cache import snapshot_path
+
+    repo = fake_hub.repos[QWEN110]
+    shard = sorted(n for n in repo.files if n.endswith(".safetensors"))[7]
+    key = hashlib.sha256(f"{QWEN110}/{shard}".encode()).hexdigest()  # its CDN path (fakehub)
+    fake_hub.faults.append(Fault("wrong_range", role="cdn", path=key, times=100))
+    with pytest.raises(NetworkError):
+        inspect_model(QWEN110, revision=repo.sha)
+    folder = snapshot_path(QWEN110, repo.sha).parent
+    assert not folder.exists() or list(folder.iterdir()) == []
