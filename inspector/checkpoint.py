@@ -12,8 +12,8 @@ import gzip
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,55 +208,34 @@ def _header_entry(h: Header) -> dict[str, Any]:
     return {"header_size": h.header_bytes, "header": h.to_dict()}
 
 
-def _snapshot_text(cp: Checkpoint) -> Iterator[bytes]:
-    """to_snapshot(cp) as compact JSON, one header at a time: a 92,000-tensor model is never held
-    twice over as dicts and text (json.dumps with an indent would also use the slow Python encoder).
-    A header read from a file is written as the file holds it, not encoded again."""
-    compact = {"separators": (",", ":")}
-    base = json.dumps(_snapshot_base(cp), **compact)
-    yield (base[:-1] + ',"headers":{').encode()
-    for i, (name, h) in enumerate(cp.headers.items()):
-        key = ("," if i else "") + json.dumps(name) + ":"
-        if h.raw is not None:
-            yield f'{key}{{"header_size":{h.header_bytes},"header":'.encode() + h.raw + b"}"
-        else:
-            yield (key + json.dumps(_header_entry(h), **compact)).encode()
-    yield b"}}\n"
-
-
 def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
     """Write a snapshot file (atomically: a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
-    try:
-        with open(fd, "wb") as raw:
-            # A .gz name gets a gzip file: a 160-shard model's headers shrink about tenfold.
-            f = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
-            with f:
-                for chunk in _snapshot_text(cp):
-                    f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with SnapshotWriter(Path(path), repo_id=cp.repo_id, revision=cp.revision, sha=cp.sha,
+                        local_path=cp.local_path, mode=mode) as writer:
+        for name, h in cp.headers.items():
+            writer.add(name, h)
+        writer.commit(cp.files, cp.json_files)
 
 
 class SnapshotWriter:
-    """Writes a snapshot while its parts arrive: each header as its read completes (its JSON text as
-    the file holds it, which is then not kept in memory), the JSON files and the file list at the
-    end. The file appears, atomically and mode 0600, only when `commit` is called; `abort` leaves
-    nothing. The keys come in another order than `save_snapshot`'s; a JSON object has none."""
+    """Writes a snapshot as compact JSON, one header at a time, so a 92,000-tensor model is never
+    held twice over as dicts and text. The Hub reader adds each header as its read completes; a
+    header read from a file is written as the file holds it, not encoded again. The JSON files and
+    the file list come last (a JSON object's keys have no order). The file appears, atomically, only
+    when `commit` is called; `abort` (or leaving the `with` without a commit) leaves nothing. A name
+    ending in .gz gets a gzip file: a 160-shard model's headers shrink about tenfold."""
 
-    def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None) -> None:
+    def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None,
+                 local_path: str | None = None, mode: int = 0o600) -> None:
         self.path = path
         self._tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        self._file = open(os.open(self._tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb")
+        self._raw = open(os.open(self._tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode), "wb")
+        self._file: Any = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0) if path.suffix == ".gz" else self._raw
         self._lock = threading.Lock()
         self._count = 0
         self.failed = False  # a write failed (the cache's disk is full): the snapshot is abandoned
         self.committed = False
-        head = {"format": SNAPSHOT_FORMAT, "source": {"repo_id": repo_id, "revision": revision, "path": None},
+        head = {"format": SNAPSHOT_FORMAT, "source": {"repo_id": repo_id, "revision": revision, "path": local_path},
                 "sha": sha}
         self._write(json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"headers":{')
 
@@ -276,40 +255,47 @@ class SnapshotWriter:
             self.abort()
             raise
 
-    def add(self, name: str, header: Header) -> Header:
-        """Write one header; returns it without its text (written now, not needed again)."""
-        entry = header.raw if header.raw is not None else json.dumps(header.to_dict()).encode()
+    def add(self, name: str, header: Header) -> None:
+        """Write one header (thread-safe)."""
+        entry = header.raw if header.raw is not None else json.dumps(header.to_dict(), separators=(",", ":")).encode()
         with self._lock:
             comma = b"," if self._count else b""
             self._count += 1
             self._write(comma + json.dumps(name).encode() + b':{"header_size":%d,"header":' % header.header_bytes
                         + entry + b"}")
-        return replace(header, raw=None)
 
     def commit(self, files: Mapping[str, int | None], json_files: Mapping[str, Any],
-               json_text: Mapping[str, bytes]) -> None:
-        """The file list and the JSON files (as read, when their text can stand in a JSON document
-        as it is: a UTF-8 object), then the file is put in place."""
+               json_text: Mapping[str, bytes] | None = None) -> None:
+        """The file list and the JSON files (each as read when `json_text` has it and that text can
+        stand in a JSON document as it is: a UTF-8 object), then the file is put in place."""
         parts = []
         for name, value in json_files.items():
-            text = json_text.get(name)
+            text = (json_text or {}).get(name)
             if text is None or text[:1] != b"{" or b"\x00" in text[:4]:
                 text = json.dumps(value, separators=(",", ":")).encode()
             parts.append(json.dumps(name).encode() + b":" + text)
         self._write(b'},"files":' + json.dumps(dict(files), separators=(",", ":")).encode()
                     + b',"json":{' + b",".join(parts) + b"}}\n")
         try:
-            self._file.close()
+            self._close()
             os.replace(self._tmp, self.path)
             self.committed = True
         except BaseException:
             self.abort()
             raise
 
+    def _close(self) -> None:
+        try:
+            self._file.close()  # (a GzipFile writes its trailer here)
+        finally:
+            self._raw.close()
+
     def abort(self) -> None:
         self.failed = True
         try:
-            self._file.close()
+            self._close()
+        except OSError:
+            pass  # a full disk refusing the last buffered bytes: the file is removed anyway
         finally:
             self._tmp.unlink(missing_ok=True)
 

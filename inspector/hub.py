@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -751,16 +751,12 @@ def _count_context(json_futures: Mapping[str, Future[bytes]], parsed: dict[str, 
 
 
 def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
-    from dataclasses import replace
-
     return replace(cp, warnings=(*cp.warnings, *warnings)) if warnings else cp
 
 
 def _load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> Checkpoint | None:
     """The saved snapshot of a commit: its digest (counts, no headers) when there is one. A damaged
     snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it."""
-    from dataclasses import replace
-
     from .cache import snapshot_path
     from .checkpoint import load_snapshot
     from .digest import digest_path, load_digest
@@ -808,13 +804,15 @@ def _snapshot_writer(repo_id: str, revision: str, sha: str) -> AbstractContextMa
 
 
 def _kept(snapshot: SnapshotWriter | None, name: str, header: Header) -> Header:
-    """A header written to the snapshot being saved (an unwritable cache only costs speed)."""
+    """A header written to the snapshot being saved, returned without its text (not needed again).
+    An unwritable cache only costs speed."""
     if snapshot is None or snapshot.failed:
         return header
     try:
-        return snapshot.add(name, header)
+        snapshot.add(name, header)
     except OSError:
         return header
+    return replace(header, raw=None)
 
 
 def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
@@ -842,6 +840,4 @@ def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
         cp = read_local(Source(SourceKind.LOCAL_DIR, repo_id=repo_id, revision=sha, path=folder))
     except NotFoundError:
         return None
-    from dataclasses import replace
-
     return replace(cp, revision=revision, warnings=(*cp.warnings, f"offline: read from the HF cache at {folder}"))
