@@ -258,10 +258,14 @@ class SnapshotWriter:
     def add(self, name: str, header: Header) -> None:
         """Write one header (thread-safe)."""
         entry = header.raw if header.raw is not None else json.dumps(header.to_dict(), separators=(",", ":")).encode()
+        self.add_text(name, header.header_bytes, entry)
+
+    def add_text(self, name: str, header_bytes: int, entry: bytes) -> None:
+        """Write one header given as its JSON text (validated by the caller; thread-safe)."""
         with self._lock:
             comma = b"," if self._count else b""
             self._count += 1
-            self._write(comma + json.dumps(name).encode() + b':{"header_size":%d,"header":' % header.header_bytes
+            self._write(comma + json.dumps(name).encode() + b':{"header_size":%d,"header":' % header_bytes
                         + entry + b"}")
 
     def commit(self, files: Mapping[str, int | None], json_files: Mapping[str, Any],

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -299,3 +299,34 @@ def header_from_dict(
             f" but the file has {file_bytes:,} bytes"
         )
     return Header(header_bytes, tuple(tensors), metadata, file_bytes, text)
+
+
+class LazyHeaders(Mapping[str, Header]):
+    """A reader's headers, in the order read: parsed ones, and the first bytes of others, parsed (and
+    validated again) only when asked for. A worker process already validated and counted those
+    (inspector/workers.py); most runs never need their 92,000 tensors in this process."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Header | tuple[bytes, int | None]] = {}
+
+    def add(self, name: str, header: Header) -> None:
+        self._items[name] = header
+
+    def add_bytes(self, name: str, data: bytes, file_bytes: int | None) -> None:
+        self._items[name] = (data, file_bytes)
+
+    def __getitem__(self, name: str) -> Header:
+        item = self._items[name]
+        if isinstance(item, Header):
+            return item
+        header = self._items[name] = parse_header(item[0], file_bytes=item[1], name=name)
+        return header
+
+    def __contains__(self, name: object) -> bool:  # (Mapping's would parse the header)
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -48,7 +48,7 @@ from .errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
+from .header import PREFIX_BYTES, Header, LazyHeaders, parse_header, read_length_prefix
 from .source import Source
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from .checkpoint import SnapshotWriter
     from .params import CountContext, FileTally, ParameterCount
+    from .workers import Parsed
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
@@ -595,7 +596,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         if not pinned:
             raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
 
-    from .params import FileTally
+    from .workers import Parsed, WorkerPool, configured_workers, parse_shard
 
     workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
     client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
@@ -622,38 +623,54 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         plan = plan_weights(listing)
         wanted_json = [n for n in (*METADATA_FILES, plan.index_file) if n and n in files]
 
-    # The commit's snapshot is written as the headers arrive (each header's text then dropped),
-    # and put in place once everything is read and valid.
+    # The commit's snapshot is written as the headers arrive, and put in place once everything is
+    # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
+    # of shards, in worker processes (inspector/workers.py), while the request threads go on.
     with (_snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext()) as snapshot, \
-            ThreadPoolExecutor(max_workers=1) as parser:
+            ThreadPoolExecutor(max_workers=1) as parser, WorkerPool() as processes:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             # 2. every small JSON file at once
             json_futures: dict[str, Future[bytes]] = {
                 n: pool.submit(client.read_file, repo_id, sha, n) for n in wanted_json
             }
             json_files: dict[str, Any] = {}
-            headers: dict[str, Header] = {}
+            headers = LazyHeaders()
             tallies: dict[str, FileTally] = {}
+            sizes: dict[str, int | None] = {}
             grouped: Future[dict[str, list[str]]] | None = None
             if plan.format == "safetensors":
-                # The index is parsed and grouped by shard once, by whichever shard task needs it
-                # first; it was submitted first, so no task waits on one that cannot start.
-                if plan.index_file and plan.index_file in json_futures:
-                    grouped = pool.submit(_tensors_by_shard, json_futures[plan.index_file], plan.index_file,
-                                          json_files)
                 candidates = list(plan.files) or [
                     n for n in listing if n.endswith(".safetensors") and "/" not in n
                 ]
+                # Worker processes start while the first requests are in flight: by the listing's
+                # shard count now, or by the index's tensor count once it is read.
+                processes_wanted = configured_workers(len(candidates))
+                if processes_wanted:
+                    pool.submit(processes.start, processes_wanted)
+                # The index is parsed and grouped by shard once, by whichever shard task needs it
+                # first; it was submitted first, so no task waits on one that cannot start.
+                if plan.index_file and plan.index_file in json_futures:
+                    def group() -> dict[str, list[str]]:
+                        assert plan.index_file is not None
+                        by_shard = _tensors_by_shard(json_futures[plan.index_file], plan.index_file, json_files)
+                        wanted = configured_workers(len(by_shard), sum(map(len, by_shard.values())))
+                        if wanted and not processes_wanted:
+                            pool.submit(processes.start, wanted)
+                        return by_shard
+
+                    grouped = pool.submit(group)
 
                 # How tensors count depends on config.json (and a quantization config): known by the
                 # time the first header arrives, so each shard is tallied as it arrives, in the time
                 # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
                 context = pool.submit(_count_context, json_futures, json_files)
 
-                def shard_task(name: str) -> Future[Header] | None:
+                def shard_task(name: str) -> tuple[bytes, Future[Parsed]] | None:
                     # The redirect needs only the name, so it travels beside config.json and the index;
                     # the CDN read waits for the index, which sizes it. The bytes are handed to the
-                    # parsing thread, and this worker goes on to its next request at once.
+                    # parsing thread or a worker process, and this thread goes on to its next request
+                    # at once. (Parsing in the request thread itself, each wave of 64 DeepSeek-V3
+                    # shards queued ~0.3 s of CPU before any thread sent its next request.)
                     located = client.locate(repo_id, sha, name)
                     predicted = SPECULATIVE_HEADER_BYTES
                     if grouped is not None:
@@ -662,28 +679,24 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                             return None  # a .safetensors file the index does not use
                         predicted = predict_header_bytes(names)
                     data, file_bytes = client.header_bytes(repo_id, sha, name, predicted, located)
-                    return parser.submit(parse_task, name, data, file_bytes)
-
-                def parse_task(name: str, data: bytes, file_bytes: int | None) -> Header:
-                    # Parsing, validating and tallying a shard is CPU work (~5 ms for a DeepSeek-V3
-                    # shard): done in one thread, while the workers keep their requests going. In
-                    # the worker itself, each wave of 64 shards queued ~0.3 s of it before any
-                    # worker sent its next request (DeepSeek-V3 at 150 ms: 12 layers where 7 are due).
-                    header = parse_header(data, file_bytes=file_bytes, name=name)
-                    if context.result() is not None:
-                        tallies[name] = FileTally.of(header, context.result())
-                    return _kept(snapshot, name, header)
+                    if processes.started:
+                        return data, processes.submit(name, data, file_bytes, context.result())
+                    return data, parser.submit(parse_shard, name, data, file_bytes, context.result())
 
                 shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
                 done = 0
                 for name, fut in shard_futures.items():
-                    parsed = fut.result()
-                    h = parsed.result() if parsed is not None else None
+                    task = fut.result()
+                    if task is not None:
+                        data, parsing = task
+                        parsed = parsing.result()
+                        _keep(headers, snapshot, name, parsed, data)
+                        sizes[name] = parsed.file_bytes
+                        if parsed.tally is not None:
+                            tallies[name] = parsed.tally
                     done += 1
                     if progress:
                         progress(done, len(shard_futures))
-                    if h is not None:
-                        headers[name] = h
             if grouped is not None:
                 grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
             for name, fut in json_futures.items():
@@ -698,12 +711,14 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     if s not in files:
                         raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
                 def read_extra(shard: str) -> Header:
-                    return _kept(snapshot, shard, client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES))
+                    return client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES)
 
-                headers.update(zip(extra, pool.map(read_extra, extra), strict=True))
+                for s, h in zip(extra, pool.map(read_extra, extra), strict=True):
+                    _keep(headers, snapshot, s, Parsed(h.header_bytes, h.file_bytes, None, h))
+                    sizes[s] = h.file_bytes
 
-        for name, h in headers.items():
-            listing[name] = h.file_bytes if h.file_bytes is not None else listing.get(name)
+        for name, file_bytes in sizes.items():
+            listing[name] = file_bytes if file_bytes is not None else listing.get(name)
         cp = Checkpoint(
             name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
             files=listing,
@@ -803,16 +818,27 @@ def _snapshot_writer(repo_id: str, revision: str, sha: str) -> AbstractContextMa
         return nullcontext()
 
 
-def _kept(snapshot: SnapshotWriter | None, name: str, header: Header) -> Header:
-    """A header written to the snapshot being saved, returned without its text (not needed again).
-    An unwritable cache only costs speed."""
-    if snapshot is None or snapshot.failed:
-        return header
-    try:
-        snapshot.add(name, header)
-    except OSError:
-        return header
-    return replace(header, raw=None)
+def _keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,
+          data: bytes = b"") -> None:
+    """Keep a parsed shard's header: written to the snapshot being saved (as the file holds it; an
+    unwritable cache only costs speed), and in `headers`, as the Header when it was parsed here, else
+    as its bytes (`data`, parsed here again only if asked for)."""
+    h = parsed.header
+    if snapshot is not None and not snapshot.failed:
+        text = h.raw if h is not None and h.raw is not None else None
+        if text is None and data:
+            text = data[PREFIX_BYTES : PREFIX_BYTES + parsed.header_bytes]
+        try:
+            if text is not None:
+                snapshot.add_text(name, parsed.header_bytes, text)
+            elif h is not None:
+                snapshot.add(name, h)
+        except OSError:
+            pass
+    if h is not None:
+        headers.add(name, replace(h, raw=None) if h.raw is not None else h)
+    else:
+        headers.add_bytes(name, data, parsed.file_bytes)
 
 
 def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
