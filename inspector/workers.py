@@ -17,17 +17,18 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import subprocess
 import sys
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
-from queue import SimpleQueue
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .header import Header
     from .params import CountContext, FileTally
+
+# (A worker imports this module too: what only the parent uses, subprocess, threads, futures, is
+# imported where it is used, ~25 ms of each worker's start-up.)
 
 #: More shards than one wave of requests (hub.DEFAULT_CONCURRENCY), or this many tensors in the
 #: index: parsed in worker processes. Below that, the parse fits between the reader's round trips
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 #: from bench/RESULTS.md: Qwen1.5-110B (45 shards, 1,000 tensors) reads in its 3 layers without.
 AUTO_SHARDS = 64
 AUTO_TENSORS = 20_000
-#: At most this many workers (the CPUs this process may use, less one for the reader, at least 1):
+#: At most this many workers, one per CPU this process may use (the reader mostly waits on the network):
 #: 163 shards of ~5 ms each are not worth more start-ups.
 MAX_WORKERS = 4
 
@@ -81,7 +82,7 @@ def configured_workers(shards: int, tensors: int | None = None) -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cpus - 1))
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 class _Worker:
@@ -89,6 +90,10 @@ class _Worker:
     buffer, and a request thread must not wait on a busy worker), a reader thread its answers."""
 
     def __init__(self, pool: WorkerPool) -> None:
+        import subprocess
+        import threading
+        from queue import SimpleQueue
+
         self.pool = pool
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.proc = subprocess.Popen(
@@ -154,6 +159,8 @@ class WorkerPool:
     """A few parsing processes, started on first need; `with` ends them (their stdin closes)."""
 
     def __init__(self) -> None:
+        import threading
+
         self.lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._seq = 0
@@ -171,6 +178,8 @@ class WorkerPool:
 
     def start(self, n: int) -> None:
         """Start up to `n` workers (no more once started; nothing, and no error, when it cannot)."""
+        import subprocess
+
         with self.lock:
             if self._workers or self._failed or n <= 0:
                 return
@@ -183,6 +192,8 @@ class WorkerPool:
     def submit(self, name: str, data: bytes, file_bytes: int | None,
                context: CountContext | None) -> Future[Parsed]:
         """Parse a shard in the least loaded worker (in this thread, when none is alive)."""
+        from concurrent.futures import Future
+
         future: Future[Parsed] = Future()
         args = (name, data, file_bytes, context)
         with self.lock:
@@ -197,6 +208,8 @@ class WorkerPool:
     def close(self) -> None:
         """Close the workers' input and wait for them to exit (they do at once: an idle worker is
         blocked reading its input). A worker still busy after a second is killed."""
+        import subprocess
+
         for w in self._workers:
             w.close()
         for w in self._workers:
