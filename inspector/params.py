@@ -265,12 +265,75 @@ class FileTally:
 
     @classmethod
     def of(cls, header: Header, context: CountContext) -> FileTally:
+        """A file's tally. Tensors whose names differ only in their numbers (layer, expert) and
+        that share a dtype and shape count alike, but for the numbers themselves (which layer is a
+        multi-token-prediction one, which expert this is): each such group is classified once, on
+        its first tensor, and added up by count. DeepSeek-V3's 92,000 tensors form a few hundred
+        groups; classifying each tensor took ~5 us, half of a worker's time. `of_each` is the
+        reference."""
+        tally = cls(context)
+        scheme, config, first_mtp = context.scheme, context.config, context.first_mtp
+        groups: dict[tuple[str, str, tuple[int, ...]], _Group] = {}
+        counts: Counter[tuple[_Group, bool]] = Counter()
+        expert_ids = tally.expert_ids
+        # Digits masked: a group's names differ only in their numbers, digit for digit, so each
+        # number sits at the same place in all of them. Masked all at once (1.5 us a name one by one).
+        tensors = header.tensors
+        masked = "\n".join([t.name for t in tensors]).translate(_MASK_DIGITS).split("\n")
+        if len(masked) != len(tensors):  # a name with a line break in it
+            masked = [t.name.translate(_MASK_DIGITS) for t in tensors]
+        for t, template in zip(tensors, masked, strict=True):
+            name = t.name
+            key = (template, t.dtype, t.shape)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(t, scheme, config)
+            mtp = first_mtp is not None and group.layer is not None and int(name[group.layer]) >= first_mtp
+            counts[group, mtp] += 1
+            if group.expert is not None and not mtp:
+                expert_ids.add((name[: group.prefix], int(name[group.expert])))
+        for (group, mtp), n in counts.items():
+            tally._add_group(group, mtp, n)
+        tally.data_bytes = header.data_bytes
+        return tally
+
+    @classmethod
+    def of_each(cls, header: Header, context: CountContext) -> FileTally:
+        """The same tally, classifying every tensor on its own (the reference for `of`)."""
         tally = cls(context)
         scheme, config = context.scheme, context.config
         for t in header.tensors:
             tally._add(t, *classify(t, scheme, config))
         tally.data_bytes = header.data_bytes
         return tally
+
+    def _add_group(self, g: _Group, mtp: bool, n: int) -> None:
+        """`_add` for n tensors of one group (the same sums, and the same Counter keys, even of 0)."""
+        elements, nbytes = g.elements * n, g.nbytes * n
+        self.stored_by_dtype[g.dtype] += elements
+        self.elements += elements
+        if g.kind is TensorKind.PARAMETER:
+            logical = g.logical * n
+            self.by_dtype[g.label] += logical
+            self.params += logical
+            if mtp:
+                self.mtp += logical
+                self.mtp_bytes += nbytes
+                return
+            if g.is_expert:
+                self.experts += logical
+                self.fused_experts = max(self.fused_experts, g.fused)
+            if g.linear:
+                self.linear += logical
+                self.groups += g.groups * n
+                self.blocks += g.blocks * n
+        elif mtp:
+            self.mtp_bytes += nbytes
+        elif g.kind is TensorKind.BUFFER:
+            self.buffers += elements
+            self.buffer_bytes += nbytes
+        else:
+            self.quant += elements
 
     def _add(self, t: TensorInfo, kind: TensorKind, logical: int, label: str) -> None:
         elements = t.elements
@@ -317,6 +380,40 @@ class FileTally:
         self.linear += logical
         self.groups += rows * -(-cols // _GROUP)
         self.blocks += -(-rows // _GROUP) * -(-cols // _GROUP)
+
+
+_MASK_DIGITS = str.maketrans("0123456789", "##########")
+
+
+class _Group:
+    """What `FileTally._add` would do with any tensor of a group (the same name digit for digit but
+    for the digits' values, the same dtype and shape), worked out on its first tensor. `layer` and
+    `expert` are the slices of the name that hold its layer and expert numbers (None: none), `prefix`
+    the length of what precedes `.experts.`."""
+
+    __slots__ = ("dtype", "elements", "nbytes", "kind", "logical", "label", "layer", "expert", "prefix",
+                 "is_expert", "fused", "linear", "groups", "blocks")
+
+    def __init__(self, t: TensorInfo, scheme: QuantScheme | None, config: Mapping[str, Any]) -> None:
+        name = t.name
+        self.dtype, self.elements, self.nbytes = t.dtype, t.elements, t.nbytes
+        self.kind, self.logical, self.label = classify(t, scheme, config)
+        m = _LAYER_INDEX.search(name)
+        self.layer = slice(*m.span(1)) if m else None
+        m = _EXPERT.search(name)
+        self.is_expert = bool(m) and "shared_expert" not in name
+        numbered = self.is_expert and m and m.group(1) and self.kind is TensorKind.PARAMETER
+        self.expert = slice(m.start(1), m.end(1) - 1) if numbered else None
+        self.prefix = m.start() if m else 0
+        self.fused = t.shape[0] if self.is_expert and self.expert is None and len(t.shape) >= 2 else 0
+        logical = self.logical
+        self.linear = (name.endswith(_LINEAR_SUFFIXES) and bool(_BLOCK.search(name)) and not _KEEP_16BIT.search(name)
+                       and not (len(t.shape) < 2 and logical == t.elements))
+        self.groups = self.blocks = 0
+        if self.linear:
+            rows, cols = logical_matrix(t, logical, scheme)
+            self.groups = rows * -(-cols // _GROUP)
+            self.blocks = -(-rows // _GROUP) * -(-cols // _GROUP)
 
 
 def count_parameters(cp: Checkpoint) -> ParameterCount:

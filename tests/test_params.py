@@ -253,3 +253,45 @@ def test_a_malformed_pytorch_index_is_bad_data_not_a_crash(tmp_path: Path, index
     else:  # no total_size to trust: counted from the .bin file's 2000 bytes at float16
         p = inspect_model(str(tmp_path)).parameters
         assert (p.total_params, p.derived) == (1000, True) and "file sizes" in (p.derived_note or "")
+
+
+def _tally_fields(tally) -> dict:
+    return {k: (sorted(v.items()) if hasattr(v, "items") else v) for k, v in vars(tally).items()}
+
+
+SNAPSHOTS = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "snapshots").glob("*.json*"))
+
+
+@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=lambda p: p.name.split(".json")[0])
+def test_grouped_tally_equals_tensor_by_tensor(snapshot: Path) -> None:
+    """FileTally.of classifies one tensor per group of names that differ only in their numbers;
+    it must add up to exactly what classifying every tensor does, on every real fixture."""
+    from inspector.checkpoint import load_snapshot
+    from inspector.params import FileTally, count_context
+
+    cp = load_snapshot(snapshot)
+    context = count_context(cp.config, cp.quantization_config)
+    for header in cp.headers.values():
+        assert _tally_fields(FileTally.of(header, context)) == _tally_fields(FileTally.of_each(header, context))
+
+
+def test_grouped_tally_with_awkward_names() -> None:
+    """Numbers of different lengths, a leading number, a line break in a name, MTP layers past the
+    model's last, an expert number at the very end: grouping changes nothing."""
+    from inspector.header import header_from_dict
+    from inspector.params import FileTally, count_context
+
+    names = ["model.layers.9.mlp.experts.10.down_proj.weight", "model.layers.10.mlp.experts.2.down_proj.weight",
+             "model.layers.61.mlp.experts.0.down_proj.weight", "model.layers.61.mlp.experts.1.down_proj.weight",
+             "0.weight", "model.layers.3.self_attn.q_proj\n1.weight", "model.layers.3.mlp.experts.7",
+             "model.layers.2.mlp.shared_experts.gate_proj.weight", "lm_head.weight",
+             "model.layers.12.self_attn.rotary_emb.inv_freq", "model.layers.1.mlp.experts.5.up_proj.weight_scale_inv"]
+    raw, offset = {}, 0
+    for name in names:
+        raw[name] = {"dtype": "BF16", "shape": [4, 256], "data_offsets": [offset, offset + 2048]}
+        offset += 2048
+    header = header_from_dict(raw, header_bytes=1000)
+    for config, qc in [({"num_hidden_layers": 61, "num_nextn_predict_layers": 1}, {"quant_method": "fp8"}),
+                       ({"model_type": "llama"}, {"quant_method": "gptq", "bits": 4, "group_size": 128}), ({}, None)]:
+        context = count_context(config, qc)
+        assert _tally_fields(FileTally.of(header, context)) == _tally_fields(FileTally.of_each(header, context))
