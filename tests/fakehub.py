@@ -175,6 +175,10 @@ class FakeHub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as real HTTP servers set it (nginx's `tcp_nodelay on` default; CDNs):
+            # with Nagle's algorithm the body, written after the headers, waited for the client's
+            # delayed ACK of them, ~10-40 ms a response on a kept-alive connection.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
