@@ -293,7 +293,8 @@ def machine() -> list[str]:
 
 
 PROTOCOL = f"""\
-Each case runs `hfmem MODEL --json -q` as a subprocess against the fake Hub of `tests/fakehub.py`
+The package is byte-compiled first (as pip does on install). Each case runs `hfmem MODEL --json -q`
+as a subprocess against the fake Hub of `tests/fakehub.py`
 (started in the benchmark process; the server sleeps `latency_s` before each answer), with
 `HF_ENDPOINT` set to it, a fresh `HFMEM_CACHE_DIR` and `HF_HOME` per run, no token. Per run: a cold
 run (empty cache), then `--revision <sha>` (warm pinned), then the branch name again (warm branch).
@@ -340,6 +341,9 @@ def main() -> int:
     if not Path(hfmem_path()).exists():
         sys.exit(f"no hfmem at {hfmem_path()}: install the project (pip install -e .) first")
 
+    # Byte-compiled first, as pip does on install: with PYTHONDONTWRITEBYTECODE set (as on CI
+    # machines and in containers) an editable checkout would compile its changed modules in every run.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "inspector")], check=False)
     began = time.perf_counter()
     hub = FakeHub()
     try:

@@ -651,7 +651,9 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     def group() -> dict[str, list[str]]:
                         assert plan.index_file is not None
                         by_shard = _tensors_by_shard(json_futures[plan.index_file], plan.index_file, json_files)
-                        processes.start(configured_workers(len(by_shard), sum(map(len, by_shard.values()))))
+                        wanted = configured_workers(len(by_shard), sum(map(len, by_shard.values())))
+                        if wanted:  # started by the parsing thread, idle until headers arrive: every
+                            parser.submit(processes.start, wanted)  # shard task waits on this one
                         return by_shard
 
                     grouped = pool.submit(group)
