@@ -7,7 +7,8 @@ Settings, all explicit (see shared/STYLE.md habit 8):
 - responses to URLs pinned to a commit sha, and CDN responses (content-addressed), never expire;
   a branch's resolution expires after BRANCH_TTL_S;
 - the metadata session caches 200s (JSON files, API answers) that state a Content-Length of at
-  most 128 MiB, in SQLite (write-ahead log) or a shared Redis (HFMEM_REDIS_URL);
+  most 1 MiB in SQLite (write-ahead log; a larger index is in the commit's snapshot), or of at most
+  128 MiB in a shared Redis (HFMEM_REDIS_URL);
 - header Range reads (206) are cached only in Redis, for the fleet; locally the commit's saved
   snapshot holds them. A 200 answering a Range (a server ignoring it) is never cached, so a
   multi-GB body is never read to its end;
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 #: buffered. requests-cache reads a whole body to save it, so only answers that say how long they
 #: are, and are no longer than this, are cached. (Our policy, not a Hub number.)
 MAX_JSON_BYTES = 128 * 1024 * 1024
+
+#: The largest JSON answer kept in the local SQLite cache. A larger one (a big model's index:
+#: DeepSeek-V3's is 8.9 MB) is in the commit's snapshot already, and writing it to SQLite took
+#: ~0.1 s on the read's critical path (the index sizes every header read). Our policy; a shared
+#: Redis keeps answers up to MAX_JSON_BYTES, for the machines that have no snapshot.
+LOCAL_JSON_BYTES = 1024 * 1024
 
 #: How long a branch or tag's resolution to a commit is trusted before asking the Hub again.
 BRANCH_TTL_S = 10 * 60
@@ -249,15 +256,16 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     # backend instance over the same SQLite file. Write-ahead logging lets readers and one writer
     # work at once: with SQLite's default rollback journal, concurrent reads of several models
     # (check --models, two hfmem processes) stalled for seconds on "database is locked".
+    shared = bool(os.environ.get("HFMEM_REDIS_URL", "").strip())
     meta = requests_cache.CachedSession(
-        backend=_backend(db), allowable_codes=(200,), **common
+        backend=_backend(db), allowable_codes=(200,), **{**common, "filter_fn": _small_enough if shared else _small}
     )
     # Header reads are cached only in a shared Redis, where another machine of the fleet can use
     # them. Locally the saved snapshot of the commit already holds every header, and caching each
     # Range answer in SQLite serialised the 64 readers on its one writer: DeepSeek-V3 cold spent
     # most of its 3 s waiting on the SQLite lock (sampled), 24 round-trip layers where 7 suffice.
     ranged: requests.Session
-    if os.environ.get("HFMEM_REDIS_URL", "").strip():
+    if shared:
         ranged = requests_cache.CachedSession(
             backend=_backend(db), allowable_codes=(206,), **common
         )
@@ -273,10 +281,15 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
 
 
 
-def _small_enough(response: Any) -> bool:
-    """requests-cache's filter: only bodies with a Content-Length of at most MAX_JSON_BYTES."""
+def _small_enough(response: Any, limit: int = MAX_JSON_BYTES) -> bool:
+    """requests-cache's filter: only bodies with a Content-Length of at most `limit`."""
     length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) <= MAX_JSON_BYTES
+    return length.isdigit() and int(length) <= limit
+
+
+def _small(response: Any) -> bool:
+    """The local filter: at most LOCAL_JSON_BYTES (the commit's snapshot holds larger ones)."""
+    return _small_enough(response, LOCAL_JSON_BYTES)
 
 
 # requests_cache.backends tries to import every optional backend's client on import (redis,

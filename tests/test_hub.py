@@ -458,3 +458,32 @@ def test_a_failed_read_leaves_no_snapshot_behind(fake_hub) -> None:
         inspect_model(QWEN110, revision=repo.sha)
     folder = snapshot_path(QWEN110, repo.sha).parent
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_a_large_index_is_kept_in_the_snapshot_not_the_local_http_cache(fake_hub) -> None:
+    """An index of DeepSeek-V3's 92,000 tensors (8.9 MB, as the real repo's) is in the commit's
+    snapshot; SQLite keeps the small JSON answers only (writing the index there took ~0.1 s on the
+    read's critical path)."""
+    import dataclasses
+    import json
+
+    from fakehub import VirtualFile
+
+    from inspector.cache import LOCAL_JSON_BYTES, build_sessions, snapshot_path
+    from inspector.checkpoint import SAFETENSORS_INDEX, load_snapshot
+
+    repo = fake_hub.repos["deepseek-ai/DeepSeek-V3"]  # its snapshot has no index: one built from its headers
+    weight_map = {}
+    for name, f in repo.files.items():
+        if name.endswith(".safetensors"):
+            n = int.from_bytes(f.head[:8], "little")
+            weight_map.update((t, name) for t in json.loads(f.head[8 : 8 + n]) if t != "__metadata__")
+    body = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2).encode()
+    indexed = fake_hub.add(dataclasses.replace(repo, repo_id="test/deepseek-v3-indexed",
+                                               files={**repo.files, SAFETENSORS_INDEX: VirtualFile(body, len(body))}))
+    cp = inspect_model(indexed.repo_id).checkpoint
+    assert cp.plan.index_file == SAFETENSORS_INDEX and len(body) > LOCAL_JSON_BYTES > repo.files["config.json"].size
+    cache = build_sessions()[0].cache
+    url = lambda f: hub_url(indexed.repo_id, revision=indexed.sha, filename=f, base=fake_hub.endpoint)  # noqa: E731
+    assert not cache.contains(url=url(SAFETENSORS_INDEX)) and cache.contains(url=url("config.json"))
+    assert load_snapshot(snapshot_path(indexed.repo_id, indexed.sha)).json_files[SAFETENSORS_INDEX] == json.loads(body)
