@@ -230,15 +230,14 @@ def worst(runs: list[Run], attr: str) -> int:
     return max(getattr(r, attr) for r in runs)
 
 
-def measure(hub: FakeHub, case: Case, runs: int) -> Case:
+def measure(hub: FakeHub, case: Case) -> None:
+    """One run of a case: cold (fresh cache), warm pinned, warm branch."""
     hub.latency_s, repo = case.latency_s, case.repo
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix="hfmem-bench-") as home:
-            env = child_env(hub, Path(home))
-            case.cold.append(run_hfmem(hub, [repo.repo_id, "--json", "-q"], env))
-            case.pinned.append(run_hfmem(hub, [repo.repo_id, "--revision", repo.sha, "--json", "-q"], env))
-            case.branch.append(run_hfmem(hub, [repo.repo_id, "--json", "-q"], env))
-    return case
+    with tempfile.TemporaryDirectory(prefix="hfmem-bench-") as home:
+        env = child_env(hub, Path(home))
+        case.cold.append(run_hfmem(hub, [repo.repo_id, "--json", "-q"], env))
+        case.pinned.append(run_hfmem(hub, [repo.repo_id, "--revision", repo.sha, "--json", "-q"], env))
+        case.branch.append(run_hfmem(hub, [repo.repo_id, "--json", "-q"], env))
 
 
 # -- targets and report --------------------------------------------------------------------------
@@ -298,7 +297,8 @@ as a subprocess against the fake Hub of `tests/fakehub.py`
 (started in the benchmark process; the server sleeps `latency_s` before each answer), with
 `HF_ENDPOINT` set to it, a fresh `HFMEM_CACHE_DIR` and `HF_HOME` per run, no token. Per run: a cold
 run (empty cache), then `--revision <sha>` (warm pinned), then the branch name again (warm branch).
-Times are medians of the runs, counts the worst run. Columns (all of the cold run unless named):
+Runs go in rounds, each case once per round. Times are medians of the runs, counts the worst run.
+Columns (all of the cold run unless named):
 
 - **cold s**: wall time, spawn to exit. **pre/post s**: of that, the time before the first request
   reached the fake Hub, and after the last response was written.
@@ -358,11 +358,13 @@ def main() -> int:
             env = child_env(hub, Path(home))
             version = [run_hfmem(hub, ["--version"], env) for _ in range(runs)]
             helps = [run_hfmem(hub, ["--help"], env) for _ in range(runs)]
-        cases = []
-        for latency in latencies:
-            for repo in repos:
-                print(f"  {repo.repo_id} @ {latency * 1000:.0f} ms ...", file=sys.stderr, flush=True)
-                cases.append(measure(hub, Case(repo, latency), runs))
+        # Rounds, each running every case once: a slow spell of a shared machine (its speed was
+        # seen to change by 1.7x within minutes) then spreads over the cases, not onto one case's runs.
+        cases = [Case(repo, latency) for latency in latencies for repo in repos]
+        for i in range(runs):
+            print(f"  round {i + 1} of {runs} ...", file=sys.stderr, flush=True)
+            for case in cases:
+                measure(hub, case)
     finally:
         hub.close()
 
