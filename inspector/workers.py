@@ -169,8 +169,8 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(kill=exc_type is not None)  # a failed read does not wait for the rest of the parsing
 
     @property
     def started(self) -> bool:
@@ -205,13 +205,15 @@ class WorkerPool:
         _run_into(future, args)
         return future
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         """Close the workers' input and wait for them to exit (they do at once: an idle worker is
-        blocked reading its input). A worker still busy after a second is killed."""
+        blocked reading its input). A worker still busy after a second is killed; with `kill`, at once."""
         import subprocess
 
         for w in self._workers:
             w.close()
+            if kill:
+                w.proc.kill()
         for w in self._workers:
             try:
                 w.proc.wait(timeout=1.0)

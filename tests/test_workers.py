@@ -101,18 +101,24 @@ def test_a_worker_that_cannot_start_costs_only_speed(fake_hub, monkeypatch) -> N
     assert parsed.header == parse_header(data, file_bytes=size, name=name)
 
 
-def test_workers_end_with_the_read(fake_hub, monkeypatch, tmp_path) -> None:
-    """Every worker has exited and been waited for when the read returns (no process left behind)."""
+@pytest.fixture
+def started(monkeypatch) -> list:
+    """The workers started during the test."""
     import inspector.workers
 
-    started = []
+    workers = []
     real = inspector.workers._Worker.__init__
 
     def spy(self, pool) -> None:
         real(self, pool)
-        started.append(self)
+        workers.append(self)
 
     monkeypatch.setattr(inspector.workers._Worker, "__init__", spy)
+    return workers
+
+
+def test_workers_end_with_the_read(fake_hub, monkeypatch, tmp_path, started) -> None:
+    """Every worker has exited and been waited for when the read returns (no process left behind)."""
     _read(MISTRAL, 2, monkeypatch, tmp_path)
     assert len(started) == 2
     assert all(w.proc.returncode == 0 for w in started)
@@ -134,3 +140,15 @@ def test_lazy_headers_parse_only_when_asked() -> None:
     assert "bad.safetensors" in lazy and list(lazy) == ["bad.safetensors"] and len(lazy) == 1
     with pytest.raises(HeaderError, match="bad.safetensors: tensor 'a': unknown dtype 'XX'"):
         lazy["bad.safetensors"]
+
+
+def test_a_failed_read_ends_its_workers_at_once(fake_hub, monkeypatch, tmp_path, started) -> None:
+    """A read that fails part-way (here a shard with a malformed header) leaves no worker behind."""
+    repo = fake_hub.repos[MISTRAL]
+    shard = sorted(n for n in repo.files if n.endswith(".safetensors"))[0]
+    head = repo.files[shard].head
+    files = {**repo.files, shard: dataclasses.replace(repo.files[shard], head=head.replace(b'"BF16"', b'"BX16"', 1))}
+    bad = fake_hub.add(dataclasses.replace(repo, repo_id="test/mistral-bad-first-shard", files=files))
+    with pytest.raises(HeaderError, match="unknown dtype 'BX16'"):
+        _read(bad.repo_id, 2, monkeypatch, tmp_path)
+    assert len(started) == 2 and all(w.proc.returncode is not None for w in started)
