@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
+from .console import version_line
 from .errors import ExitCode, HfmemError
 
 DEFAULT_COMMAND = "inspect"
@@ -58,7 +58,7 @@ class OutputFormat(str, Enum):
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"hfmem {__version__}")
+        typer.echo(version_line())
         raise typer.Exit()
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 AUTO_SHARDS = 64
 AUTO_TENSORS = 20_000
 #: At most this many workers, one per CPU this process may use (the reader mostly waits on the network):
-#: 163 shards of ~5 ms each are not worth more start-ups.
+#: 163 shards of ~5 ms each are not worth more start-ups (our policy).
 MAX_WORKERS = 4
 
 _FRAME = struct.Struct("<Q")

@@ -248,12 +248,21 @@ def test_internal_errors_are_one_line_and_exit_1(monkeypatch, capsys) -> None:
 
 def test_console_script_and_pipes() -> None:
     # The real entry point, in a subprocess: exit code and stdout as a shell sees them.
-    proc = subprocess.run([sys.executable, "-c", "from inspector.cli import main; main()", GPT2, "--json"],
+    proc = subprocess.run([sys.executable, "-c", "from inspector.console import main; main()", GPT2, "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0 and json.loads(proc.stdout)["parameters"]["total"] == 124_439_808
-    proc = subprocess.run([sys.executable, "-c", "from inspector.cli import main; main()", "nope/../x"],
+    proc = subprocess.run([sys.executable, "-c", "from inspector.console import main; main()", "nope/../x"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 4 and proc.stdout == ""
+
+
+def test_version_is_answered_before_typer_is_imported(capsys) -> None:
+    """`hfmem --version` (the console command's fast path) prints what the CLI's option does."""
+    code = "import sys; from inspector.console import main; main(); print('typer' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1] == "False"
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == proc.stdout.splitlines()[0] == f"hfmem {__version__}"
 
 
 def test_import_is_cheap() -> None:
