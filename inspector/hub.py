@@ -62,7 +62,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
 SPECULATIVE_HEADER_BYTES = 64 * 1024
-#: Requests in flight at once; the Hub serves a 163-shard model in one layer at this width.
+#: Shard requests in flight at once (the JSON files have threads of their own); the Hub serves a
+#: 163-shard model in one layer at this width.
 DEFAULT_CONCURRENCY = 64
 #: huggingface_hub's default HF_HUB_DOWNLOAD_TIMEOUT (constants.py: DEFAULT_DOWNLOAD_TIMEOUT = 10).
 DEFAULT_TIMEOUT_S = 10.0
@@ -628,10 +629,14 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
     with (_snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext()) as snapshot, \
             ThreadPoolExecutor(max_workers=1) as parser, WorkerPool() as processes:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # The JSON files, and the tasks that parse them, have threads of their own beside the shard
+        # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
+        # behind the others, and DeepSeek-V3's 163 shards over 64 threads took 8 layers, not 7.
+        with ThreadPoolExecutor(max_workers=len(wanted_json) + 2) as meta, \
+                ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             # 2. every small JSON file at once
             json_futures: dict[str, Future[bytes]] = {
-                n: pool.submit(client.read_file, repo_id, sha, n) for n in wanted_json
+                n: meta.submit(client.read_file, repo_id, sha, n) for n in wanted_json
             }
             json_files: dict[str, Any] = {}
             headers = LazyHeaders()
@@ -656,14 +661,14 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                             parser.submit(processes.start, wanted)  # shard task waits on this one
                         return by_shard
 
-                    grouped = pool.submit(group)
+                    grouped = meta.submit(group)
                 else:
-                    pool.submit(processes.start, configured_workers(len(candidates)))
+                    parser.submit(processes.start, configured_workers(len(candidates)))
 
                 # How tensors count depends on config.json (and a quantization config): known by the
                 # time the first header arrives, so each shard is tallied as it arrives, in the time
                 # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
-                context = pool.submit(_count_context, json_futures, json_files)
+                context = meta.submit(_count_context, json_futures, json_files)
 
                 def shard_task(name: str) -> tuple[bytes, Future[Parsed]] | None:
                     # The redirect needs only the name, so it travels beside config.json and the index;
