@@ -62,8 +62,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
 SPECULATIVE_HEADER_BYTES = 64 * 1024
-#: Shard requests in flight at once (the JSON files have threads of their own); the Hub serves a
-#: 163-shard model in one layer at this width.
+#: Shard requests in flight at once (the JSON files have threads of their own): each wave of 64
+#: shards costs two round trips (the redirect, then the CDN read). Our policy.
 DEFAULT_CONCURRENCY = 64
 #: huggingface_hub's default HF_HUB_DOWNLOAD_TIMEOUT (constants.py: DEFAULT_DOWNLOAD_TIMEOUT = 10).
 DEFAULT_TIMEOUT_S = 10.0
