@@ -291,6 +291,16 @@ def machine() -> list[str]:
     return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}", f"OS: {platform.platform()}"]
 
 
+def steadiness() -> float:
+    """Seconds of a fixed pure-Python loop: run once per round, to show how steady the machine was
+    (a shared machine's speed was seen to change by 1.7x within minutes)."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i
+    return time.perf_counter() - start
+
+
 PROTOCOL = f"""\
 The package is byte-compiled first (as pip does on install). Each case runs `hfmem MODEL --json -q`
 as a subprocess against the fake Hub of `tests/fakehub.py`
@@ -361,8 +371,10 @@ def main() -> int:
         # Rounds, each running every case once: a slow spell of a shared machine (its speed was
         # seen to change by 1.7x within minutes) then spreads over the cases, not onto one case's runs.
         cases = [Case(repo, latency) for latency in latencies for repo in repos]
+        loops = []
         for i in range(runs):
             print(f"  round {i + 1} of {runs} ...", file=sys.stderr, flush=True)
+            loops.append(steadiness())
             for case in cases:
                 measure(hub, case)
     finally:
@@ -384,7 +396,9 @@ def main() -> int:
         "# hfmem benchmark results",
         f"Written by `{command}` on {now}.",
         "## Machine\n\n" + "\n".join(f"- {m}" for m in machine())
-        + f"\n- `hfmem --version`: {version[-1].out or version[-1].err}",
+        + f"\n- `hfmem --version`: {version[-1].out or version[-1].err}"
+        + f"\n- Steadiness: a fixed loop took {min(loops):.3f}-{max(loops):.3f} s across the rounds"
+        + " (equal numbers: a steady machine)",
         "## Protocol\n\n" + PROTOCOL,
         "## Results\n\n" + tabulate(table, COLUMNS, tablefmt="github", disable_numparse=True) + "\n\n" + startup,
         f"## Targets ({met}/{len(goals)} met)\n\n"
