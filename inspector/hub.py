@@ -694,7 +694,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     task = fut.result()
                     if task is not None:
                         data, parsing = task
-                        parsed = parsing.result()
+                        parsed = processes.wait(parsing)
                         _keep(headers, snapshot, name, parsed, data)
                         sizes[name] = parsed.file_bytes
                         if parsed.tally is not None:

@@ -40,6 +40,11 @@ AUTO_TENSORS = 20_000
 #: 163 shards of ~5 ms each are not worth more start-ups (our policy).
 MAX_WORKERS = 4
 
+#: A worker that has not answered a shard after this long is taken for hung (stopped, or stuck):
+#: every worker is killed and their shards parsed in this process. A DeepSeek-V3 shard takes ~5 ms
+#: and a whole model's backlog well under a second; our policy, with a wide margin for a loaded machine.
+WAIT_S = 30.0
+
 _FRAME = struct.Struct("<Q")
 # The worker's command: isolated (-I: no PYTHON* variables, no user site, no current directory on
 # the path) and without site-packages (-S); the directory holding this package is the one path added.
@@ -204,6 +209,21 @@ class WorkerPool:
                 return future
         _run_into(future, args)
         return future
+
+    def wait(self, future: Future[Parsed]) -> Parsed:
+        """A shard's parse; when it takes over WAIT_S, the workers are killed and what they held
+        is parsed in this process (their readers hand it back), this shard included."""
+        from concurrent.futures import TimeoutError as FutureTimeout  # (3.10: not the builtin)
+
+        try:
+            return future.result(timeout=WAIT_S)
+        except FutureTimeout:
+            with self.lock:
+                self._failed = True
+                for w in self._workers:
+                    w.alive = False  # nothing more is sent to it
+                    w.proc.kill()
+            return future.result()
 
     def close(self, kill: bool = False) -> None:
         """Close the workers' input and wait for them to exit (they do at once: an idle worker is

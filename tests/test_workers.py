@@ -152,3 +152,24 @@ def test_a_failed_read_ends_its_workers_at_once(fake_hub, monkeypatch, tmp_path,
     with pytest.raises(HeaderError, match="unknown dtype 'BX16'"):
         _read(bad.repo_id, 2, monkeypatch, tmp_path)
     assert len(started) == 2 and all(w.proc.returncode is not None for w in started)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGSTOP"), reason="POSIX signals")
+def test_a_hung_worker_is_killed_and_its_shards_parsed_here(fake_hub, monkeypatch) -> None:
+    """A worker that stops answering (here: stopped by a signal) does not hang the read: after
+    WAIT_S it is killed, and what it held is parsed in this process."""
+    import signal
+
+    import inspector.workers
+
+    monkeypatch.setattr(inspector.workers, "WAIT_S", 0.5)
+    shards = _shard_bytes(fake_hub, "mistralai/Mixtral-8x7B-v0.1")
+    with WorkerPool() as pool:
+        pool.start(1)
+        worker = pool._workers[0].proc
+        worker.send_signal(signal.SIGSTOP)
+        futures = [pool.submit(*s, None) for s in shards]
+        got = [pool.wait(f) for f in futures]
+        assert worker.wait(timeout=10) == -signal.SIGKILL
+    assert [(p.header_bytes, p.file_bytes) for p in got] == [
+        (p.header_bytes, p.file_bytes) for p in (parse_shard(*s, None) for s in shards)]
