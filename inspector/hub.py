@@ -160,15 +160,21 @@ class HubClient:
         self._proxies: dict[str, dict[str, str]] = {}
         self.revision_from_cache = False
         self._lock = threading.Lock()
-        # The first round trip (where a revision points) goes out on a plain session while the
-        # cached ones are built beside it: importing requests-cache and opening its database take
-        # ~0.1 s of CPU that would otherwise come before any request. Offline, it is the cached
-        # session that answers, so there is nothing to overlap.
+        # The first round trip (where a revision points) goes out on a plain session, and the
+        # cached ones are built while it is in flight: importing requests-cache and opening its
+        # database take ~0.1 s of CPU, which, started any earlier, shared the interpreter with the
+        # imports that the first request waits on. Offline, it is the cached session that answers,
+        # so there is nothing to overlap.
         self._built: list[tuple[Any, Any]] = []
         self._build_error: list[BaseException] = []
         self._builder = threading.Thread(target=self._build, daemon=True)
-        self._builder.start()
+        self._builder_lock = threading.Lock()
         self.api_session = None if offline else plain_session(concurrency)
+
+    def _start_building(self) -> None:
+        with self._builder_lock:
+            if self._builder.ident is None:
+                self._builder.start()
 
     def _build(self) -> None:
         from .cache import build_sessions
@@ -180,6 +186,7 @@ class HubClient:
             self._build_error.append(e)
 
     def _sessions(self) -> tuple[Any, Any]:
+        self._start_building()
         self._builder.join()
         if self._build_error:
             raise self._build_error[0]
@@ -345,6 +352,7 @@ class HubClient:
         """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
         url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
         pinned = bool(SHA_RE.match(revision))
+        self._start_building()  # (it runs while this request is in flight)
         r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned,
                      plain=True)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
