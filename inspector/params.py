@@ -264,13 +264,13 @@ class FileTally:
         self.fused_experts = 0
 
     @classmethod
-    def of(cls, header: Header, context: CountContext) -> FileTally:
+    def of(cls, header: Header, context: CountContext, *, grouped: bool = True) -> FileTally:
         """A file's tally. Tensors whose names differ only in their numbers (layer, expert) and
         that share a dtype and shape count alike, but for the numbers themselves (which layer is a
         multi-token-prediction one, which expert this is): each such group is classified once, on
         its first tensor, and added up by count. DeepSeek-V3's 92,000 tensors form a few hundred
-        groups; classifying each tensor took ~5 us, half of a worker's time. `of_each` is the
-        reference."""
+        groups; classifying each tensor took ~5 us, half of a worker's time. With `grouped` off,
+        each tensor is its own group (`of_each`, the reference the grouping is tested against)."""
         tally = cls(context)
         scheme, config, first_mtp = context.scheme, context.config, context.first_mtp
         groups: dict[tuple[str, str, tuple[int, ...]], _Group] = {}
@@ -279,9 +279,12 @@ class FileTally:
         # Digits masked: a group's names differ only in their numbers, digit for digit, so each
         # number sits at the same place in all of them. Masked all at once (1.5 us a name one by one).
         tensors = header.tensors
-        masked = "\n".join([t.name for t in tensors]).translate(_MASK_DIGITS).split("\n")
-        if len(masked) != len(tensors):  # a name with a line break in it
-            masked = [t.name.translate(_MASK_DIGITS) for t in tensors]
+        if not grouped:  # names are unique in a header: one group a tensor
+            masked = [t.name for t in tensors]
+        else:
+            masked = "\n".join([t.name for t in tensors]).translate(_MASK_DIGITS).split("\n")
+            if len(masked) != len(tensors):  # a name with a line break in it
+                masked = [t.name.translate(_MASK_DIGITS) for t in tensors]
         for t, template in zip(tensors, masked, strict=True):
             name = t.name
             key = (template, t.dtype, t.shape)
@@ -299,16 +302,11 @@ class FileTally:
 
     @classmethod
     def of_each(cls, header: Header, context: CountContext) -> FileTally:
-        """The same tally, classifying every tensor on its own (the reference for `of`)."""
-        tally = cls(context)
-        scheme, config = context.scheme, context.config
-        for t in header.tensors:
-            tally._add(t, *classify(t, scheme, config))
-        tally.data_bytes = header.data_bytes
-        return tally
+        """The same tally, each tensor classified on its own (the reference for `of`)."""
+        return cls.of(header, context, grouped=False)
 
     def _add_group(self, g: _Group, mtp: bool, n: int) -> None:
-        """`_add` for n tensors of one group (the same sums, and the same Counter keys, even of 0)."""
+        """Add n tensors of one group (`mtp`: in a multi-token-prediction layer, not the model's)."""
         elements, nbytes = g.elements * n, g.nbytes * n
         self.stored_by_dtype[g.dtype] += elements
         self.elements += elements
@@ -335,58 +333,12 @@ class FileTally:
         else:
             self.quant += elements
 
-    def _add(self, t: TensorInfo, kind: TensorKind, logical: int, label: str) -> None:
-        elements = t.elements
-        self.stored_by_dtype[t.dtype] += elements
-        self.elements += elements
-        if kind is TensorKind.PARAMETER:
-            self.by_dtype[label] += logical
-            self.params += logical
-            self._parameter(t, logical)
-        elif self._is_mtp(t.name):
-            self.mtp_bytes += t.nbytes
-        elif kind is TensorKind.BUFFER:
-            self.buffers += elements
-            self.buffer_bytes += t.nbytes
-        else:
-            self.quant += elements
-
-    def _is_mtp(self, name: str) -> bool:
-        first = self.context.first_mtp
-        if first is None:
-            return False
-        m = _LAYER_INDEX.search(name)
-        return bool(m) and int(m.group(1)) >= first
-
-    def _parameter(self, t: TensorInfo, logical: int) -> None:
-        name = t.name
-        if self._is_mtp(name):
-            self.mtp += logical
-            self.mtp_bytes += t.nbytes
-            return
-        m = _EXPERT.search(name)
-        if m and "shared_expert" not in name:
-            self.experts += logical
-            if m.group(1):
-                self.expert_ids.add((name[: m.start()], int(m.group(1)[:-1])))
-            elif len(t.shape) >= 2:
-                self.fused_experts = max(self.fused_experts, t.shape[0])
-        # Cheapest test first: this runs for every parameter tensor (92,000 in DeepSeek-V3).
-        if not name.endswith(_LINEAR_SUFFIXES) or not _BLOCK.search(name) or _KEEP_16BIT.search(name):
-            return
-        if len(t.shape) < 2 and logical == t.elements:
-            return
-        rows, cols = logical_matrix(t, logical, self.context.scheme)
-        self.linear += logical
-        self.groups += rows * -(-cols // _GROUP)
-        self.blocks += -(-rows // _GROUP) * -(-cols // _GROUP)
-
 
 _MASK_DIGITS = str.maketrans("0123456789", "##########")
 
 
 class _Group:
-    """What `FileTally._add` would do with any tensor of a group (the same name digit for digit but
+    """How any tensor of a group counts (the same name digit for digit but
     for the digits' values, the same dtype and shape), worked out on its first tensor. `layer` and
     `expert` are the slices of the name that hold its layer and expert numbers (None: none), `prefix`
     the length of what precedes `.experts.`."""

@@ -39,6 +39,9 @@ AUTO_TENSORS = 20_000
 #: At most this many workers, one per CPU this process may use (the reader mostly waits on the network):
 #: 163 shards of ~5 ms each are not worth more start-ups (our policy).
 MAX_WORKERS = 4
+#: HFMEM_PARSE_WORKERS beyond this is taken as this: a typo of 100 must not start 100 interpreters.
+#: Our policy.
+MAX_ASKED_WORKERS = 16
 
 #: A worker that has not answered a shard after this long is taken for hung (stopped, or stuck):
 #: every worker is killed and their shards parsed in this process. A DeepSeek-V3 shard takes ~5 ms
@@ -78,7 +81,7 @@ def configured_workers(shards: int, tensors: int | None = None) -> int:
     should use: `HFMEM_PARSE_WORKERS` when set (0: none), else by size and the CPUs at hand."""
     raw = os.environ.get("HFMEM_PARSE_WORKERS", "").strip()
     if raw.isdigit():
-        return min(int(raw), 16)
+        return min(int(raw), MAX_ASKED_WORKERS)
     if shards <= AUTO_SHARDS and (tensors or 0) < AUTO_TENSORS:
         return 0
     if getattr(sys, "frozen", False) or not sys.executable:
