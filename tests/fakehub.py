@@ -132,6 +132,7 @@ class FakeHub:
         self.tree_page_size = 1000
         self.omit_siblings = False
         self.ignore_range = False
+        self.lowercase_headers = False  # header names as some servers and HTTP/2 gateways send them
         self.fail_next: list[tuple[int, dict[str, str]]] = []  # (status, headers) answered first
         self.faults: list[Fault] = []
         self._cdn_files: dict[str, VirtualFile] = {}
@@ -160,6 +161,7 @@ class FakeHub:
         self.tree_page_size = 1000
         self.omit_siblings = False
         self.ignore_range = False
+        self.lowercase_headers = False
         self.fail_next.clear()
         self.faults.clear()
 
@@ -203,10 +205,9 @@ class FakeHub:
                     headers["Content-Range"] = f"bytes {first + 8}-{last + 8}/{size}"
                 entry.status = status
                 self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
                 size = body.size if isinstance(body, VirtualFile) else len(body)
-                self.send_header("Content-Length", str(size))
+                for k, v in {**headers, "Content-Length": str(size)}.items():
+                    self.send_header(k.lower() if hub.lowercase_headers else k, v)
                 self.end_headers()
                 if fault and fault.kind == "trickle":
                     data = body.read(0, size - 1) if isinstance(body, VirtualFile) else body
@@ -341,3 +342,59 @@ class FakeHub:
             nxt = f"/api/models/{repo.repo_id}/tree/{quote(repo.sha)}?cursor={start + self.tree_page_size}"
             headers["Link"] = f'<{self.endpoint}{nxt}>; rel="next"'
         return 200, headers, json.dumps(entries).encode()
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1 (as HTTP_PROXY names one): it takes the whole URL in
+    the request line, logs its host, and relays the request and the answer. With the block."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []  # host:port of each request relayed
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                import http.client
+
+                url = urlsplit(self.path)
+                if not url.scheme:  # an origin-form target: not a proxy request
+                    self.send_error(400, "a proxy needs the whole URL")
+                    return
+                proxy.log.append(url.netloc)
+                hop = {"connection", "keep-alive", "proxy-authorization", "proxy-connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                upstream = http.client.HTTPConnection(url.netloc, timeout=30)
+                try:
+                    upstream.request("GET", url.path + (f"?{url.query}" if url.query else ""), headers=headers)
+                    answer = upstream.getresponse()
+                    body = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in hop | {"transfer-encoding", "content-length"}:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> ForwardProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

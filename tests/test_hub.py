@@ -372,6 +372,35 @@ def test_proxies_come_from_the_environment_once_per_host(monkeypatch) -> None:
     assert client.meta_session.trust_env is False and client.range_session.trust_env is False
 
 
+@pytest.mark.parametrize("no_proxy,proxied", [("", {"hub", "cdn"}), ("127.0.0.2", {"hub"})])
+def test_requests_go_through_the_environments_proxy(fake_hub, capsys, monkeypatch, no_proxy, proxied) -> None:
+    """HTTP_PROXY carries every request (the whole URL in the request line, as a forward proxy
+    needs), except to a host NO_PROXY names; the answer is the same."""
+    import json
+
+    from fakehub import ForwardProxy
+
+    hosts = {fake_hub.endpoint.split("//")[1]: "hub", fake_hub.cdn_base.split("//")[1]: "cdn"}
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        assert run([QWEN110, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
+    assert {hosts[h] for h in proxy.log} == proxied
+    assert len(proxy.log) == sum(1 for e in fake_hub.log if e.host in proxied)
+
+
+def test_header_names_in_any_case_are_understood(fake_hub, capsys) -> None:
+    """HTTP header names are case-insensitive (RFC 9110 5.1): a server sending `content-range` and
+    `location` in lower case gives the same answer."""
+    import json
+
+    fake_hub.lowercase_headers = True
+    assert run([QWEN110, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
+    assert {e.status for e in fake_hub.log} == {200, 206, 302}
+
+
 def test_warm_runs_and_start_up_import_no_http_or_table_library(fake_hub) -> None:
     """--version, --help and a warm pinned or recent-branch run need neither requests(-cache) nor
     tabulate (JSON output); a fresh interpreter shows what each imports."""
