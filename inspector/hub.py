@@ -279,7 +279,12 @@ class HubClient:
                     requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError) as e:
                 # (requests-cache reads a body to save it straight from urllib3, whose errors then
                 # arrive unwrapped.)
-                # Refused, reset, timed out, or a body cut short: all worth another try.
+                # Refused, reset, timed out, or a body cut short: all worth another try. A certificate
+                # that failed verification fails the same way again: said at once, with the remedy.
+                untrusted = _untrusted_certificate(e)
+                if untrusted:
+                    raise NetworkError(f"{what}: the TLS certificate of {host} is not trusted ({untrusted}); "
+                                       "for a private CA, set REQUESTS_CA_BUNDLE to its certificates") from None
                 if attempt == MAX_ATTEMPTS:
                     timed_out = isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError)
                     kind = "timed out" if timed_out else (
@@ -514,6 +519,25 @@ class _Plain:
         # to the pool; one left unread (a server ignoring the Range) is closed, not reused.
         self.raw.close()
         self.raw.release_conn()
+
+
+def _untrusted_certificate(error: BaseException) -> str | None:
+    """Why the peer's certificate failed verification, when that is what `error` comes from
+    (requests and urllib3 wrap the ssl module's error in theirs), else None."""
+    import ssl
+
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e.verify_message or str(e)
+        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+                 if isinstance(x, BaseException)]
+    return None
 
 
 def _origin(url: str) -> str:

@@ -17,10 +17,11 @@ SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer setting leaks into a test: HF_* and HFMEM_* cleared, caches and the token file
+    """No developer setting leaks into a test: HF_*, HFMEM_*, proxies and CA bundles cleared, caches and the token file
     under tmp_path (so a developer's own `hf auth login` is never read)."""
     for name in list(os.environ):
-        if name.startswith(("HF_", "HFMEM_", "HUGGING_FACE_")) or name in ("NO_COLOR",):
+        if (name.startswith(("HF_", "HFMEM_", "HUGGING_FACE_")) or name.lower().endswith("_proxy")
+                or name in ("NO_COLOR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HFMEM_CACHE_DIR", str(tmp_path / "hfmem_cache"))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -29,6 +30,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 VALID_TOKEN = "hf_fake_valid_token_0123456789"
+#: Test-only TLS material (tests/certs/make.sh): CA_BUNDLE signs the certificate both hosts serve.
+CERTS = Path(__file__).parent / "certs"
+CA_BUNDLE = CERTS / "ca.pem"
 
 
 @dataclass
@@ -124,7 +128,9 @@ class Fault:
 class FakeHub:
     """Both servers, the repos they serve, the request log and the knobs tests turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
+        """`tls`: both hosts speak HTTPS, with a certificate that CA_BUNDLE signs."""
+        self.scheme = "https" if tls else "http"
         self.repos: dict[str, Repo] = {}
         self.log: list[Logged] = []
         self.lock = threading.Lock()
@@ -138,17 +144,22 @@ class FakeHub:
         self._cdn_files: dict[str, VirtualFile] = {}
         self.hub = _QuietServer(("127.0.0.1", 0), self._handler("hub"))
         self.cdn = _QuietServer(("127.0.0.2", 0), self._handler("cdn"))
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(CERTS / "fakehub.pem", CERTS / "fakehub-key.pem")
+            for server in (self.hub, self.cdn):  # (each handshake is done by its request's thread)
+                server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         for server in (self.hub, self.cdn):
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.hub.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.hub.server_address[1]}"
 
     @property
     def cdn_base(self) -> str:
-        return f"http://127.0.0.2:{self.cdn.server_address[1]}"
+        return f"{self.scheme}://127.0.0.2:{self.cdn.server_address[1]}"
 
     def add(self, repo: Repo) -> Repo:
         self.repos[repo.repo_id] = repo
@@ -184,6 +195,11 @@ class FakeHub:
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
+
+            def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.do_handshake()  # a client refusing the certificate ends it here
+                super().setup()
 
             def do_GET(self) -> None:  # noqa: N802
                 entry = Logged(role, self.path, self.headers.get("Range"), "Authorization" in self.headers,

@@ -390,6 +390,40 @@ def test_requests_go_through_the_environments_proxy(fake_hub, capsys, monkeypatc
     assert len(proxy.log) == sum(1 for e in fake_hub.log if e.host in proxied)
 
 
+@pytest.fixture
+def tls_hub(monkeypatch):
+    """A fake Hub whose hub and CDN hosts speak HTTPS, with a certificate from a test CA."""
+    from conftest import SNAPSHOTS
+    from fakehub import FakeHub, repo_from_snapshot
+
+    hub = FakeHub(tls=True)
+    hub.add(repo_from_snapshot(SNAPSHOTS / "Qwen--Qwen1.5-110B.json"))
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    yield hub
+    hub.close()
+
+
+def test_https_hub_and_cdn_with_the_ca_bundle_requests_reads(tls_hub, capsys, monkeypatch) -> None:
+    import json
+
+    from fakehub import CA_BUNDLE
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CA_BUNDLE))
+    assert run([QWEN110, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
+    assert {e.host for e in tls_hub.log} == {"hub", "cdn"}
+
+
+def test_an_untrusted_certificate_is_refused_at_once_with_the_remedy(tls_hub, capsys) -> None:
+    """Certificates are verified on every path (the plain urllib3 one too); a failed verification
+    is not retried, and the one line names REQUESTS_CA_BUNDLE."""
+    assert run([QWEN110, "--json", "-q"]) == 7
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "TLS certificate of 127.0.0.1" in err and "not trusted" in err and "REQUESTS_CA_BUNDLE" in err
+    assert tls_hub.log == []  # no request got past the handshake
+
+
 def test_header_names_in_any_case_are_understood(fake_hub, capsys) -> None:
     """HTTP header names are case-insensitive (RFC 9110 5.1): a server sending `content-range` and
     `location` in lower case gives the same answer."""
