@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,7 +233,9 @@ def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: S
         if done:
             done()
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted) or 1))) as pool:
+    from .hub import stopping_executor
+
+    with stopping_executor(max(1, min(workers, len(wanted) or 1))) as pool:
         list(pool.map(load, sorted(wanted, key=lambda k: (k[0], k[1] or ""))))
 
     results = []

@@ -475,6 +475,8 @@ def run(args: list[str] | None = None) -> int:
         # standalone mode: typer reports its own usage errors (exit 2) and help/--version exits.
         command.main(args=args, prog_name="hfmem", standalone_mode=True)
     except SystemExit as e:
+        if _interrupted(e):  # typer turns Ctrl-C into a silent exit 130
+            sys.stderr.write("hfmem: interrupted\n")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except HfmemError as e:
         return _fail(str(e), int(e.exit_code))
@@ -492,6 +494,18 @@ def run(args: list[str] | None = None) -> int:
             int(ExitCode.INTERNAL),
         )
     return 0
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions that led to `error`."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -731,12 +731,11 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
     with (_snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext()) as snapshot, \
-            ThreadPoolExecutor(max_workers=1) as parser, WorkerPool() as processes:
+            stopping_executor(1) as parser, WorkerPool() as processes:
         # The JSON files, and the tasks that parse them, have threads of their own beside the shard
         # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
         # behind the others, and DeepSeek-V3's 163 shards over 64 threads took 8 layers, not 7.
-        with ThreadPoolExecutor(max_workers=len(wanted_json) + 2) as meta, \
-                ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with stopping_executor(len(wanted_json) + 2) as meta, stopping_executor(max(1, workers)) as pool:
             # 2. every small JSON file at once
             json_futures: dict[str, Future[bytes]] = {
                 n: meta.submit(client.read_file, repo_id, sha, n) for n in wanted_json
@@ -846,6 +845,23 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             except OSError:
                 pass  # an unwritable cache only costs speed
     return cp
+
+
+@contextmanager
+def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool whose block, when it fails, cancels the tasks not yet started: a failed read
+    ends once the requests in flight do, not after every other shard of the model was read (as
+    `with ThreadPoolExecutor` would), and Ctrl-C ends it at once, without waiting for those."""
+    pool = ThreadPoolExecutor(max_workers=max_workers)
+    try:
+        yield pool
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[str, Any]) -> dict[str, list[str]]:

@@ -130,6 +130,39 @@ def test_a_trickled_body_is_cut_at_the_timeout(fake_hub, capsys, role, path) -> 
     assert time.monotonic() - start < 2 + 5
 
 
+def test_a_failed_shard_ends_the_read_without_reading_the_rest(fake_hub, capsys, monkeypatch) -> None:
+    # Two shards in flight at a time, and every CDN answer is wrong: the first failure ends the read;
+    # the shards not yet started are never requested (not read to the end before the error shows).
+    monkeypatch.setenv("HFMEM_CONCURRENCY", "2")
+    fake_hub.faults.append(Fault("wrong_range", role="cdn", times=999))
+    assert "Content-Range does not match" in no_number(capsys, [QWEN110])
+    assert sum(e.host == "cdn" for e in fake_hub.log) <= 4  # of 45 shards
+
+
+def test_ctrl_c_ends_a_read_at_once_with_one_line(fake_hub) -> None:
+    import signal
+
+    # Every CDN read hangs: without an interrupt this read would take minutes of timeouts.
+    model = "mistralai/Mistral-7B-v0.1"  # (a model no other test's leftover thread may be reading)
+    fake_hub.faults.append(Fault("hang", role="cdn", times=999, seconds=60))
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.endpoint}
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n" \
+           "from inspector.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, model, "--json", "-q"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(model in e.path and e.path.endswith(".safetensors") for e in list(fake_hub.log)):
+            assert proc.poll() is None and time.monotonic() < deadline  # until the shards are read
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=5)  # a wide margin: it takes a few milliseconds
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert (proc.returncode, out, err) == (130, b"", b"hfmem: interrupted\n")
+
+
 def test_slow_link_beyond_the_timeout_exits_7(fake_hub, capsys) -> None:
     fake_hub.latency_s = 1.0
     start = time.monotonic()
