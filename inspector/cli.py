@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from .console import version_line
-from .errors import ExitCode, HfmemError
+from .errors import ExitCode, HfmemError, linked_errors
 
 DEFAULT_COMMAND = "inspect"
 
@@ -475,7 +475,7 @@ def run(args: list[str] | None = None) -> int:
         # standalone mode: typer reports its own usage errors (exit 2) and help/--version exits.
         command.main(args=args, prog_name="hfmem", standalone_mode=True)
     except SystemExit as e:
-        if _interrupted(e):  # typer turns Ctrl-C into a silent exit 130
+        if any(isinstance(x, KeyboardInterrupt) for x in linked_errors(e)):  # typer: a silent exit 130
             sys.stderr.write("hfmem: interrupted\n")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except HfmemError as e:
@@ -494,18 +494,6 @@ def run(args: list[str] | None = None) -> int:
             int(ExitCode.INTERNAL),
         )
     return 0
-
-
-def _interrupted(error: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is among the exceptions that led to `error`."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, KeyboardInterrupt):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ Every error a user can cause derives from `HfmemError` and carries a one-line, a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -123,3 +124,18 @@ class OfflineMiss(HfmemError):
     """Offline mode is on and what is needed is not in the cache."""
 
     exit_code = ExitCode.OFFLINE_MISS
+
+
+def linked_errors(error: BaseException) -> Iterator[BaseException]:
+    """`error`, the exceptions it was raised from or while handling, and those it wraps (requests
+    and urllib3 keep the error they wrap in `args` or `reason`): each once, nearest first."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+                 if isinstance(x, BaseException)]

@@ -331,9 +331,9 @@ class HubClient:
 
         requests' HTTPAdapter picks that pool once per host (the proxy, TLS verification and CA
         bundle: `_route`); each request is then only urllib3's. What is skipped is what hfmem does not
-        use: preparing and re-parsing the URL, cookies, hooks and the requests.Response. That was half
-        the CPU of a request (0.9 -> 0.45 ms measured), most of it on the header reads: 2,000 of them
-        for a 1000-shard model. Errors are mapped as the adapter maps them."""
+        use: preparing and re-parsing the URL, cookies, hooks and the requests.Response. That was
+        40% of the CPU of a request (0.74-0.87 -> 0.44-0.49 ms, bench/RESULTS.md), most of it on the
+        header reads: 2,000 of them for a 1000-shard model. Errors are mapped as the adapter maps them."""
         import requests
         import urllib3
         from urllib3.exceptions import HTTPError, NewConnectionError
@@ -522,22 +522,13 @@ class _Plain:
 
 
 def _untrusted_certificate(error: BaseException) -> str | None:
-    """Why the peer's certificate failed verification, when that is what `error` comes from
-    (requests and urllib3 wrap the ssl module's error in theirs), else None."""
+    """Why the peer's certificate failed verification, when that is what `error` comes from, else None."""
     import ssl
 
-    seen: set[int] = set()
-    todo = [error]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return e.verify_message or str(e)
-        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
-                 if isinstance(x, BaseException)]
-    return None
+    from .errors import linked_errors
+
+    return next((e.verify_message or str(e) for e in linked_errors(error)
+                 if isinstance(e, ssl.SSLCertVerificationError)), None)
 
 
 def _origin(url: str) -> str:
