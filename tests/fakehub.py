@@ -9,7 +9,9 @@ It answers the endpoints the real Hub has, the way it has them:
 The CDN serves `/cdn/{key}` with Range (206 + Content-Range). Safetensors files are virtual: the
 header bytes are built from the snapshot and the data section reads as zeros, so a 100 GB model
 costs nothing. Every request is logged (host, path, Range, whether Authorization came, status, start
-and end times, body bytes written).
+and end times, body bytes written). `FakeHub(tls=True)` serves both hosts over HTTPS with a
+certificate from the test CA in tests/certs; `ForwardProxy` is a plain-HTTP forward proxy to put in
+front of it.
 """
 
 from __future__ import annotations
