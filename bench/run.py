@@ -30,7 +30,7 @@ from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from fakehub import FakeHub, Logged, Repo, VirtualFile, repo_from_snapshot, safetensors_head  # noqa: E402
+from fakehub import CA_BUNDLE, FakeHub, Logged, Repo, VirtualFile, repo_from_snapshot, safetensors_head  # noqa: E402
 
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 MODELS = ("openai-community/gpt2", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen1.5-110B", "deepseek-ai/DeepSeek-V3")
@@ -160,6 +160,8 @@ def child_env(hub: FakeHub, home: Path) -> dict[str, str]:
            if not k.startswith(("HF_", "HFMEM_", "HUGGING_FACE_")) and not k.lower().endswith("_proxy")}
     env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(home / "hf_home"), HFMEM_CACHE_DIR=str(home / "cache"),
                HF_TOKEN_PATH=str(home / "hf_home" / "token"), HF_HUB_DISABLE_TELEMETRY="1")
+    if hub.scheme == "https":
+        env["REQUESTS_CA_BUNDLE"] = str(CA_BUNDLE)  # the fake Hub's test CA
     return env
 
 
@@ -327,6 +329,10 @@ recomputed offsets and an index. The Qwen1.5-110B and DeepSeek-V3 snapshots have
 shard layouts are reconstructed, see fixtures/README.md) while the real repos have one, so the
 benchmark serves an index built from their headers (`--no-synth-index` serves them as they are).
 
+The fake Hub speaks plain HTTP. With `--tls` both its hosts speak HTTPS (a test CA, trusted through
+`REQUESTS_CA_BUNDLE`), so each new connection costs its TLS handshake's CPU on both sides; the
+handshake's round trips are not simulated (the latency is per request, not per connection).
+
 Targets: cold layers <= 1 + 2*ceil(shards/{CONCURRENCY}) (+1 when a header needed a second read);
 cold wall < layers x latency + {COLD_SLACK_S} s; warm pinned 0 requests and < {WARM_PINNED_S} s; warm branch
 <= 1 request and < {WARM_BRANCH_S} s; `hfmem --version` < {VERSION_S} s; {SYNTHETIC} peak RSS < {RSS_LIMIT_MB} MB;
@@ -339,6 +345,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 run, fewer models, 50 ms only")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--no-synth-index", action="store_true", help="serve index-less snapshots as they are")
+    ap.add_argument("--tls", action="store_true", help="the fake Hub and its CDN speak HTTPS")
     ap.add_argument("--model", action="append", default=[], metavar="TEXT",
                     help="only the models whose id contains TEXT (repeatable; 'synthetic' for the 1000 shards)")
     ap.add_argument("--latency", action="append", type=float, default=[], metavar="MS",
@@ -355,7 +362,7 @@ def main() -> int:
     # machines and in containers) an editable checkout would compile its changed modules in every run.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "inspector")], check=False)
     began = time.perf_counter()
-    hub = FakeHub()
+    hub = FakeHub(tls=args.tls)
     try:
         def wanted(repo_id: str) -> bool:
             return not args.model or any(text in repo_id for text in args.model)
@@ -391,7 +398,7 @@ def main() -> int:
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/run.py" + (" --quick" if args.quick else f" --runs {runs}") + \
-        (" --no-synth-index" if args.no_synth_index else "")
+        (" --no-synth-index" if args.no_synth_index else "") + (" --tls" if args.tls else "")
     text = "\n\n".join([
         "# hfmem benchmark results",
         f"Written by `{command}` on {now}.",
