@@ -159,7 +159,6 @@ class HubClient:
         self.concurrency = concurrency
         self._proxies: dict[str, dict[str, str]] = {}
         self._routes: dict[tuple[Any, str], tuple[Any, bool]] = {}
-        self.revision_from_cache = False
         self._lock = threading.Lock()
         # The first round trip (where a revision points) goes out on a plain session, and the
         # cached ones are built while it is in flight: importing requests-cache and opening its
@@ -414,7 +413,6 @@ class HubClient:
         r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned,
                      plain=True)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
-        self.revision_from_cache = r.from_cache
         info = _json_body(r, f"revision info of {repo_id}")
         sha = info.get("sha")
         if not isinstance(sha, str) or not SHA_RE.match(sha):
@@ -700,8 +698,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # 1. sha and file list
     sha, files = client.revision_info(repo_id, pinned or revision)
     if not pinned:
-        if not client.revision_from_cache:  # a cached answer must not renew the ref's 10 minutes
-            cache.save_ref(repo_id, revision, sha)
+        cache.save_ref(repo_id, revision, sha)  # (the revision call is never answered from the cache)
         # A branch that still points at a commit we have read: nothing more to fetch.
         if not refresh and not source.filename:
             saved = _load_saved(repo_id, sha, revision, warnings)
