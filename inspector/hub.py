@@ -78,8 +78,27 @@ SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def endpoint() -> str:
-    """The Hub endpoint, read at call time: `HF_ENDPOINT` (a mirror) or huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    """The Hub endpoint, read at call time: `HF_ENDPOINT` (a mirror) or huggingface.co, less any
+    `user:password@` in it (`endpoint_login`): no URL, cache key, file name or message holds that."""
+    return _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)[0].rstrip("/")
+
+
+def endpoint_login() -> str | None:
+    """`Authorization: Basic ...` for a mirror whose HF_ENDPOINT carries `user:password@`, else None."""
+    return _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)[1]
+
+
+def _split_login(url: str) -> tuple[str, str | None]:
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    login, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = login.partition(":")
+    credentials = f"{unquote(user)}:{unquote(password)}".encode()
+    return parts._replace(netloc=hostport).geturl(), "Basic " + base64.b64encode(credentials).decode()
 
 
 def hub_url(repo_id: str, *, revision: str, filename: str | None = None, api: str | None = None,
@@ -147,6 +166,7 @@ class HubClient:
         self.base = (base or endpoint()).rstrip("/")
         self.host = urlsplit(self.base).netloc
         self.token = token
+        self.login = None if base else endpoint_login()  # a mirror's user:password, from HF_ENDPOINT
         self.offline = offline
         self.refresh = refresh
         self.timeout = timeout_s()
@@ -233,9 +253,10 @@ class HubClient:
         from .cache import DEADLINE, import_requests_cache
 
         headers = {"User-Agent": _user_agent()}
-        # The token goes to the endpoint's host only: a CDN host never sees it.
-        if self.token and urlsplit(url).netloc == self.host:
-            headers["Authorization"] = f"Bearer {self.token}"
+        # The token goes to the endpoint's host only: a CDN host never sees it. A mirror's own
+        # user:password (in HF_ENDPOINT) takes its place there, as requests did with it in the URL.
+        if (self.login or self.token) and urlsplit(url).netloc == self.host:
+            headers["Authorization"] = self.login or f"Bearer {self.token}"
         if byte_range is not None:
             # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"

@@ -204,6 +204,33 @@ def test_the_token_appears_nowhere(fake_hub, capsys, tmp_path, monkeypatch, no_b
     assert not any(e.authorized for e in fake_hub.log if e.host == "cdn")  # never sent to the CDN
 
 
+def test_a_mirror_password_in_hf_endpoint_is_sent_to_it_and_appears_nowhere(fake_hub, capsys, monkeypatch,
+                                                                             no_backoff) -> None:
+    """HF_ENDPOINT=https://user:password@mirror: the mirror gets it as Basic auth; no output, error,
+    cache file or cache file name holds it, and the CDN never sees it."""
+    import base64
+
+    from inspector.hub import endpoint, endpoint_login
+
+    secret = "s3cret-mirror-pw"
+    host = fake_hub.endpoint.split("//")[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://mirror%40corp:{secret}@{host}")
+    assert endpoint() == fake_hub.endpoint
+    assert endpoint_login() == "Basic " + base64.b64encode(f"mirror@corp:{secret}".encode()).decode()
+    outputs = []
+    for args in ([GPT2, "--json"], [QWEN110], ["nobody/nothing"], [GPT2, "--revision", "no-such-branch"]):
+        run(args)
+        outputs.append("".join(capsys.readouterr()))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://mirror:{secret}@127.0.0.1:9")  # nothing listens there
+    assert run([LLAMA2]) == 7
+    outputs.append("".join(capsys.readouterr()))
+    assert all(secret not in o for o in outputs) and "127.0.0.1:9" in outputs[-1]
+    for p in every_file(Path(os.environ["HFMEM_CACHE_DIR"])):
+        assert secret not in str(p) and secret.encode() not in p.read_bytes(), p
+    assert all(e.authorized for e in fake_hub.log if e.host == "hub")
+    assert not any(e.authorized for e in fake_hub.log if e.host == "cdn")
+
+
 def test_an_internal_error_shows_no_token_and_no_locals(fake_hub, capsys, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
