@@ -143,7 +143,7 @@ def test_ctrl_c_ends_a_read_at_once_with_one_line(fake_hub) -> None:
     import signal
 
     # Every CDN read hangs: without an interrupt this read would take minutes of timeouts.
-    model = "mistralai/Mistral-7B-v0.1"  # (a model no other test's leftover thread may be reading)
+    model = "mistralai/Mistral-7B-v0.1"  # read by nothing else here: the wait below sees this child
     fake_hub.faults.append(Fault("hang", role="cdn", times=999, seconds=60))
     env = {**os.environ, "HF_ENDPOINT": fake_hub.endpoint}
     code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n" \
