@@ -161,7 +161,13 @@ def child_env(hub: FakeHub, home: Path) -> dict[str, str]:
     env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(home / "hf_home"), HFMEM_CACHE_DIR=str(home / "cache"),
                HF_TOKEN_PATH=str(home / "hf_home" / "token"), HF_HUB_DISABLE_TELEMETRY="1")
     if hub.scheme == "https":
-        env["REQUESTS_CA_BUNDLE"] = str(CA_BUNDLE)  # the fake Hub's test CA
+        # certifi's certificates (what requests trusts by default) and the fake Hub's test CA, as a
+        # company's bundle is: a bundle of the default's size costs what the default costs to read.
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+        bundle = home / "ca-bundle.pem"
+        bundle.write_bytes(Path(DEFAULT_CA_BUNDLE_PATH).read_bytes() + CA_BUNDLE.read_bytes())
+        env["REQUESTS_CA_BUNDLE"] = str(bundle)
     return env
 
 
@@ -329,9 +335,10 @@ recomputed offsets and an index. The Qwen1.5-110B and DeepSeek-V3 snapshots have
 shard layouts are reconstructed, see fixtures/README.md) while the real repos have one, so the
 benchmark serves an index built from their headers (`--no-synth-index` serves them as they are).
 
-The fake Hub speaks plain HTTP. With `--tls` both its hosts speak HTTPS (a test CA, trusted through
-`REQUESTS_CA_BUNDLE`), so each new connection costs its TLS handshake's CPU on both sides; the
-handshake's round trips are not simulated (the latency is per request, not per connection).
+The fake Hub speaks plain HTTP. With `--tls` both its hosts speak HTTPS (a test CA, trusted through a
+`REQUESTS_CA_BUNDLE` of certifi's certificates and that CA), so each new connection costs its TLS
+handshake's CPU on both sides; the handshake's round trips are not simulated (the latency is per
+request, not per connection).
 
 Targets: cold layers <= 1 + 2*ceil(shards/{CONCURRENCY}) (+1 when a header needed a second read);
 cold wall < layers x latency + {COLD_SLACK_S} s; warm pinned 0 requests and < {WARM_PINNED_S} s; warm branch

@@ -214,7 +214,54 @@ def _deadline_adapter(pool_size: int) -> Any:
                 DEADLINE.watched.append(shutdown)
             return response
 
+        # HTTPS pools share one SSL context per CA bundle (`tls_context`), in place of the bundle's
+        # path, which urllib3 reads again for each new connection.
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+            if host_params.get("scheme") == "https" and verify is not False:
+                pool_kwargs.pop("ca_certs", None)
+                pool_kwargs.pop("ca_cert_dir", None)
+                pool_kwargs["ssl_context"] = tls_context(verify)
+            return host_params, pool_kwargs
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            super().cert_verify(conn, url, verify, cert)  # (checks the bundle exists; sets its path)
+            if verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
+                conn.ca_certs = conn.ca_cert_dir = None  # the shared context holds the bundle already
+
     return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
+
+
+_TLS_CONTEXTS: dict[Any, Any] = {}
+
+
+def tls_context(verify: bool | str) -> Any:
+    """The SSL context of every HTTPS connection that trusts `verify` (True: requests' default
+    bundle, certifi's; else a bundle file or folder), its certificates read once per process.
+    requests hands urllib3 the bundle's path, and urllib3 then reads and parses it for each new
+    connection: certifi's 230 KB took 20-40 ms of CPU every time, 4-5 s of a 45-shard model's ~90
+    connections (bench/RESULTS.md). Verification is unchanged: certificates and host names both."""
+    with _BUILD_LOCK:
+        if verify not in _TLS_CONTEXTS:
+            import ssl
+
+            from requests.utils import DEFAULT_CA_BUNDLE_PATH
+            from urllib3.util.ssl_ import create_urllib3_context
+
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            where = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+            try:
+                if os.path.isdir(where):
+                    context.load_verify_locations(capath=where)
+                else:
+                    context.load_verify_locations(cafile=where)
+            except (OSError, ssl.SSLError) as e:  # (ssl.SSLError: not PEM certificates)
+                from .errors import UsageError
+
+                named = "" if verify is True else " (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE)"
+                raise UsageError(f"cannot read the CA bundle {where}{named}: {e.strerror or e}") from None
+            _TLS_CONTEXTS[verify] = context
+        return _TLS_CONTEXTS[verify]
 
 
 def _quietly(shutdown: Callable[[], None]) -> None:

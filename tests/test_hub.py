@@ -414,6 +414,38 @@ def test_https_hub_and_cdn_with_the_ca_bundle_requests_reads(tls_hub, capsys, mo
     assert {e.host for e in tls_hub.log} == {"hub", "cdn"}
 
 
+def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeypatch, tmp_path) -> None:
+    """requests gives urllib3 the bundle's path, which it reads again for each new connection (20-40
+    ms for certifi's); here one SSL context per bundle serves every connection of the process."""
+    import ssl
+
+    from fakehub import CA_BUNDLE
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    import inspector.cache
+
+    bundle = tmp_path / "bundle.pem"  # certifi's certificates and the test CA, as a company's bundle is
+    bundle.write_bytes(Path(DEFAULT_CA_BUNDLE_PATH).read_bytes() + CA_BUNDLE.read_bytes())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setattr(inspector.cache, "_TLS_CONTEXTS", {}, raising=False)
+    loads = []
+    original = ssl.SSLContext.load_verify_locations
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations",
+                        lambda self, *a, **k: loads.append(a or k) or original(self, *a, **k))
+    assert run([QWEN110, "--json", "-q"]) == 0
+    assert sum(e.host == "cdn" for e in tls_hub.log) == 45 and len(loads) == 1
+
+
+def test_an_unreadable_ca_bundle_is_a_one_line_usage_error(tls_hub, capsys, monkeypatch, tmp_path) -> None:
+    import inspector.cache
+
+    monkeypatch.setattr(inspector.cache, "_TLS_CONTEXTS", {}, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    assert run([QWEN110, "--json", "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "missing.pem" in err and "REQUESTS_CA_BUNDLE" in err
+
+
 def test_an_untrusted_certificate_is_refused_at_once_with_the_remedy(tls_hub, capsys) -> None:
     """Certificates are verified on every path (the plain urllib3 one too); a failed verification
     is not retried, and the one line names REQUESTS_CA_BUNDLE."""
