@@ -414,19 +414,26 @@ def test_https_hub_and_cdn_with_the_ca_bundle_requests_reads(tls_hub, capsys, mo
     assert {e.host for e in tls_hub.log} == {"hub", "cdn"}
 
 
-def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("trusted_by", ["REQUESTS_CA_BUNDLE", "default"])
+def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeypatch, tmp_path, trusted_by) -> None:
     """requests gives urllib3 the bundle's path, which it reads again for each new connection (20-40
-    ms for certifi's); here one SSL context per bundle serves every connection of the process."""
+    ms for certifi's); here one SSL context per bundle serves every connection of the process,
+    whether the bundle is the environment's or requests' default (certifi's)."""
     import ssl
 
+    import requests.adapters
+    import requests.utils
     from fakehub import CA_BUNDLE
-    from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
     import inspector.cache
 
     bundle = tmp_path / "bundle.pem"  # certifi's certificates and the test CA, as a company's bundle is
-    bundle.write_bytes(Path(DEFAULT_CA_BUNDLE_PATH).read_bytes() + CA_BUNDLE.read_bytes())
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    bundle.write_bytes(Path(requests.utils.DEFAULT_CA_BUNDLE_PATH).read_bytes() + CA_BUNDLE.read_bytes())
+    if trusted_by == "default":  # what requests trusts when nothing says otherwise
+        monkeypatch.setattr(requests.utils, "DEFAULT_CA_BUNDLE_PATH", str(bundle))
+        monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", str(bundle))
+    else:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     monkeypatch.setattr(inspector.cache, "_TLS_CONTEXTS", {}, raising=False)
     loads = []
     original = ssl.SSLContext.load_verify_locations
