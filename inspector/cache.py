@@ -233,6 +233,7 @@ def _deadline_adapter(pool_size: int) -> Any:
 
 
 _TLS_CONTEXTS: dict[Any, Any] = {}
+_TLS_LOCK = threading.Lock()
 
 
 def tls_context(verify: bool | str) -> Any:
@@ -241,7 +242,7 @@ def tls_context(verify: bool | str) -> Any:
     requests hands urllib3 the bundle's path, and urllib3 then reads and parses it for each new
     connection: certifi's 230 KB took 20-40 ms of CPU every time, 4-5 s of a 45-shard model's ~90
     connections (bench/RESULTS.md). Verification is unchanged: certificates and host names both."""
-    with _BUILD_LOCK:
+    with _TLS_LOCK:
         if verify not in _TLS_CONTEXTS:
             import ssl
 
