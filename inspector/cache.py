@@ -16,7 +16,8 @@ Settings, all explicit (see shared/STYLE.md habit 8):
 - refs (where a branch points) are kept per endpoint host; snapshots and digests per commit;
 - a damaged database is deleted and rebuilt, an unwritable directory means running uncached,
   each with a warning;
-- the cache directory is 0700 and its files 0600: it may hold a gated model's metadata.
+- the cache directory is 0700 and its files 0600: it may hold a gated model's metadata;
+- every session's HTTPS connections share one SSL context per CA bundle (`tls_context`), read once.
 """
 
 from __future__ import annotations
