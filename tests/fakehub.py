@@ -25,6 +25,7 @@ import ssl
 import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -137,6 +138,8 @@ class FakeHub:
         self.log: list[Logged] = []
         self.lock = threading.Lock()
         self.latency_s = 0.0
+        self.connect_latency_s = 0.0  # before a new connection's first request: TCP and TLS handshakes
+        self.connections: Counter[str] = Counter()  # connections accepted, by host role (hub, cdn)
         self.tree_page_size = 1000
         self.omit_siblings = False
         self.ignore_range = False
@@ -170,7 +173,9 @@ class FakeHub:
     def reset(self) -> None:
         with self.lock:
             self.log.clear()
+            self.connections.clear()
         self.latency_s = 0.0
+        self.connect_latency_s = 0.0
         self.tree_page_size = 1000
         self.omit_siblings = False
         self.ignore_range = False
@@ -201,6 +206,10 @@ class FakeHub:
             def setup(self) -> None:
                 if isinstance(self.request, ssl.SSLSocket):
                     self.request.do_handshake()  # a client refusing the certificate ends it here
+                with hub.lock:
+                    hub.connections[role] += 1
+                if hub.connect_latency_s:
+                    time.sleep(hub.connect_latency_s)
                 super().setup()
 
             def do_GET(self) -> None:  # noqa: N802

@@ -74,6 +74,17 @@ def test_cold_run_is_three_layers_and_warm_runs_send_nothing(fake_hub) -> None:
     assert fake_hub.log == []
 
 
+def test_connections_are_kept_alive_and_reused(fake_hub, monkeypatch) -> None:
+    """On the real Hub each new HTTPS connection costs two round trips (TCP, then TLS 1.3) before its
+    request: 45 shards read by 8 threads must reuse 8 connections, not open one per request."""
+    monkeypatch.setenv("HFMEM_CONCURRENCY", "8")
+    inspect_model(QWEN110)
+    assert len(fake_hub.log) == 92
+    # (the JSON files and the revision call have threads, and a pool, of their own: a few more)
+    assert fake_hub.connections["cdn"] <= 8
+    assert fake_hub.connections["hub"] <= 8 + 4
+
+
 def test_refresh_asks_again(fake_hub) -> None:
     inspect_model("openai-community/gpt2")
     fake_hub.log.clear()
