@@ -25,7 +25,6 @@ import ssl
 import struct
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,7 +138,7 @@ class FakeHub:
         self.lock = threading.Lock()
         self.latency_s = 0.0
         self.connect_latency_s = 0.0  # before a new connection's first request: TCP and TLS handshakes
-        self.connections: Counter[str] = Counter()  # connections accepted, by host role (hub, cdn)
+        self.connections: list[tuple[str, float]] = []  # (host role, time.monotonic()) of each accepted
         self.tree_page_size = 1000
         self.omit_siblings = False
         self.ignore_range = False
@@ -207,7 +206,7 @@ class FakeHub:
                 if isinstance(self.request, ssl.SSLSocket):
                     self.request.do_handshake()  # a client refusing the certificate ends it here
                 with hub.lock:
-                    hub.connections[role] += 1
+                    hub.connections.append((role, time.monotonic()))
                 if hub.connect_latency_s:
                     time.sleep(hub.connect_latency_s)
                 super().setup()

@@ -81,8 +81,9 @@ def test_connections_are_kept_alive_and_reused(fake_hub, monkeypatch) -> None:
     inspect_model(QWEN110)
     assert len(fake_hub.log) == 92
     # (the JSON files and the revision call have threads, and a pool, of their own: a few more)
-    assert fake_hub.connections["cdn"] <= 8
-    assert fake_hub.connections["hub"] <= 8 + 4
+    opened = [role for role, _ in fake_hub.connections]
+    assert opened.count("cdn") <= 8
+    assert opened.count("hub") <= 8 + 4
 
 
 def test_refresh_asks_again(fake_hub) -> None:
