@@ -202,6 +202,17 @@ class Watchdog:
 DEADLINE = threading.local()
 
 
+_ADAPTERS: dict[int, Any] = {}
+_ADAPTER_LOCK = threading.Lock()  # (not _BUILD_LOCK: sessions are configured while it is held)
+
+
+def _shared_adapter(pool_size: int) -> Any:
+    with _ADAPTER_LOCK:
+        if pool_size not in _ADAPTERS:
+            _ADAPTERS[pool_size] = _deadline_adapter(pool_size)
+        return _ADAPTERS[pool_size]
+
+
 def _deadline_adapter(pool_size: int) -> Any:
     from requests.adapters import HTTPAdapter
 
@@ -230,7 +241,9 @@ def _deadline_adapter(pool_size: int) -> Any:
             if verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
                 conn.ca_certs = conn.ca_cert_dir = None  # the shared context holds the bundle already
 
-    return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
+    # (room beside the header reads for the JSON files' threads and the revision call: a connection
+    # returned to a full pool is closed, and the next request pays a new one's handshakes)
+    return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size + 8)
 
 
 _TLS_CONTEXTS: dict[Any, Any] = {}
@@ -277,9 +290,14 @@ def _configure(session: Any, pool_size: int) -> None:
     """One connection per request in flight (not urllib3's pool of 10 per host), and the
     environment read once: with `trust_env` requests rescans os.environ for proxies and stats
     ~/.netrc on every request, a third of its CPU time over DeepSeek-V3's 329 requests. The Hub
-    client passes each host's proxies itself (HubClient.proxies_for); CA bundles are read here."""
+    client passes each host's proxies itself (HubClient.proxies_for); CA bundles are read here.
+
+    Every session of the process shares one adapter, so one pool of connections per host: the
+    revision call's connection, and those opened while it was in flight (HubClient.warm), then
+    carry the JSON files (cached session) and the redirects and header reads (plain session)."""
+    adapter = _shared_adapter(pool_size)
     for scheme in ("http://", "https://"):
-        session.mount(scheme, _deadline_adapter(pool_size))
+        session.mount(scheme, adapter)
     session.trust_env = False  # also: a ~/.netrc password is never sent to the Hub or its CDN
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 

@@ -73,6 +73,11 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
+#: Connections to the Hub opened while the revision call is in flight, beside its own: the second
+#: layer (config.json, the index and the first weight files' redirects) then waits on no TCP and TLS
+#: handshakes, two round trips on the real Hub (`bench/run.py --connect-latency`). A model of more
+#: files opens the others as its requests go. Our policy: Mistral-7B's second layer (2 JSON, 2 shards).
+WARM_CONNECTIONS = 4
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -399,6 +404,17 @@ class HubClient:
             route = self._routes[(session, origin)] = (pool, adapter.request_url(probe, proxies) != "/")
         return route
 
+    def warm(self, session: Any, url: str, n: int) -> None:
+        """Open `n` more connections to the URL's host in the session's pool, in the background, for
+        the requests about to need them. Only speed depends on it: what goes wrong (refused, timed
+        out, untrusted) is left to the requests themselves, which meet it and report it."""
+        try:
+            pool, _ = self._route(session, url)
+        except Exception:  # noqa: BLE001 - as above
+            return
+        threading.Thread(target=_open_connections, args=(pool, n, self.timeout), daemon=True,
+                         name="hfmem-warm").start()
+
     def proxies_for(self, url: str) -> dict[str, str]:
         """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
         requests would find them, read once per host (the sessions do not read the environment)."""
@@ -430,7 +446,9 @@ class HubClient:
         """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
         url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
         pinned = bool(SHA_RE.match(revision))
-        self._start_building()  # (it runs while this request is in flight)
+        self._start_building()  # (it runs while this request is in flight, as the warming does)
+        if self.api_session is not None:
+            self.warm(self.api_session, url, WARM_CONNECTIONS)
         r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned,
                      plain=True)
         raise_for_hub_status(r, repo_id=repo_id, revision=revision, authenticated=bool(self.token))
@@ -511,6 +529,60 @@ class HubClient:
             rest, _ = read(len(data), PREFIX_BYTES + n - 1)
             data += rest
         return data, file_bytes
+
+
+def _open_connections(pool: Any, n: int, timeout: float) -> None:
+    """Take `n` connections from a urllib3 pool (held together, so each is a different one), connect
+    those not connected as a request would (TCP, a proxy's tunnel, TLS), and put them back."""
+    # NOTE: urllib3 has no public way to open a pool's connections ahead of its requests; `_get_conn`
+    # and `_put_conn` are what its `urlopen` uses, in urllib3 1.26 and 2.x alike.
+    try:
+        conns = [pool._get_conn() for _ in range(n)]
+    except Exception:  # noqa: BLE001 - a closed pool, another urllib3: nothing is warmed
+        return
+    for conn in conns:
+        threading.Thread(target=_connect, args=(pool, conn, timeout), daemon=True, name="hfmem-warm").start()
+
+
+def _connect(pool: Any, conn: Any, timeout: float) -> None:
+    try:
+        if conn.sock is None:
+            conn.timeout = timeout
+            started = time.monotonic()
+            conn.connect()
+            if not _read_session_tickets(conn.sock, time.monotonic() - started):
+                conn.close()
+    except Exception:  # noqa: BLE001 - left to the request that takes this slot: it connects anew
+        conn.close()
+    pool._put_conn(conn)
+
+
+def _read_session_tickets(sock: Any, handshake_s: float) -> bool:
+    """Read the session tickets a TLS 1.3 server sends after the handshake. Unread, they leave the
+    idle connection's socket readable, and urllib3 takes a readable idle connection for one the
+    server closed: it would close this one and open another. They arrive about a round trip after
+    the handshake; waited for at most as long as the handshake took. False: the server sent data
+    or closed the connection, which no request can use."""
+    import select
+    import ssl
+
+    if getattr(sock, "version", lambda: None)() != "TLSv1.3":
+        return True  # plain TCP, or TLS 1.2: nothing follows the handshake
+    timeout, wait = sock.gettimeout(), max(handshake_s, 0.01)
+    try:
+        while select.select([sock], [], [], wait)[0]:  # (none at all: a server may send no tickets)
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+            except ssl.SSLWantReadError:  # tickets read, no data: then whatever arrived with them
+                wait = 0
+                continue
+            return False  # application data, or the end of the stream, before any request
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 class _Plain:

@@ -204,6 +204,9 @@ class FakeHub:
 
             def setup(self) -> None:
                 if isinstance(self.request, ssl.SSLSocket):
+                    # (TCP_NODELAY from the start, as servers set it on accept: the handshake's last
+                    # writes, the session tickets, then leave together, not one per delayed ACK)
+                    self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                     self.request.do_handshake()  # a client refusing the certificate ends it here
                 with hub.lock:
                     hub.connections.append((role, time.monotonic()))

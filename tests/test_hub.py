@@ -86,6 +86,33 @@ def test_connections_are_kept_alive_and_reused(fake_hub, monkeypatch) -> None:
     assert opened.count("hub") <= 8 + 4
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_second_layers_connections_are_opened_during_the_first(tls, monkeypatch) -> None:
+    """While the revision call is in flight, the connections the next layer needs are opened
+    (hub.WARM_CONNECTIONS): on the real Hub each new one costs a TCP and a TLS handshake, two round
+    trips. Over HTTPS the server's session tickets are read first: urllib3 takes an idle connection
+    with unread bytes for a closed one, and would open another."""
+    from conftest import SNAPSHOTS
+    from fakehub import CA_BUNDLE, FakeHub, repo_from_snapshot
+
+    hub = FakeHub(tls=tls)  # (its own ports: no connection of an earlier test is in the pools)
+    try:
+        hub.add(repo_from_snapshot(SNAPSHOTS / "openai-community--gpt2.json"))
+        hub.latency_s = 0.2  # the warming's time, with a wide margin (on loopback it takes milliseconds)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        if tls:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CA_BUNDLE))
+        inspect_model("openai-community/gpt2")
+        revision = next(e for e in hub.log if "/revision/" in e.path)
+        second = [e for e in hub.log if e.host == "hub" and e is not revision]
+        assert len(second) == 2  # config.json and the weights' redirect, at once
+        assert all(e.started_s > revision.ended_s for e in second)
+        late = [t for role, t in hub.connections if role == "hub" and t > revision.ended_s]
+        assert late == []  # the second layer opened no connection: they were open already
+    finally:
+        hub.close()
+
+
 def test_refresh_asks_again(fake_hub) -> None:
     inspect_model("openai-community/gpt2")
     fake_hub.log.clear()
