@@ -407,7 +407,11 @@ class HubClient:
     def warm(self, session: Any, url: str, n: int) -> None:
         """Open `n` more connections to the URL's host in the session's pool, in the background, for
         the requests about to need them. Only speed depends on it: what goes wrong (refused, timed
-        out, untrusted) is left to the requests themselves, which meet it and report it."""
+        out, untrusted) is left to the requests themselves, which meet it and report it. Not through
+        a proxy: urllib3 sets a connection's CONNECT tunnel up in `urlopen`, not in `connect`, and
+        a connection opened ahead would speak to the proxy as if it were the Hub."""
+        if self.proxies_for(url):
+            return
         try:
             pool, _ = self._route(session, url)
         except Exception:  # noqa: BLE001 - as above

@@ -374,11 +374,14 @@ class FakeHub:
 
 
 class ForwardProxy:
-    """A plain-HTTP forward proxy on 127.0.0.1 (as HTTP_PROXY names one): it takes the whole URL in
-    the request line, logs its host, and relays the request and the answer. With the block."""
+    """A plain-HTTP forward proxy on 127.0.0.1 (as HTTP_PROXY and HTTPS_PROXY name one): for http://
+    it takes the whole URL in the request line and relays the request and the answer; for https://
+    it opens a CONNECT tunnel and relays bytes both ways. It logs each request's host:port (a
+    tunnel's once) and any request it could not read as one. With the block."""
 
     def __init__(self) -> None:
-        self.log: list[str] = []  # host:port of each request relayed
+        self.log: list[str] = []  # host:port of each request relayed, or tunnel opened
+        self.bad: list[str] = []  # the first line of each request that was neither
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -387,6 +390,40 @@ class ForwardProxy:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                proxy.bad.append(self.raw_requestline[:60].decode("latin-1", "replace"))
+                super().send_error(code, message, explain)
+
+            def do_CONNECT(self) -> None:  # noqa: N802
+                import select
+
+                proxy.log.append(self.path)
+                host, _, port = self.path.rpartition(":")
+                try:
+                    upstream = socket.create_connection((host, int(port)), timeout=30)
+                except (OSError, ValueError):
+                    self.send_error(502)
+                    return
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                ends = [self.connection, upstream]
+                try:
+                    while True:
+                        readable, _, _ = select.select(ends, [], [], 30)
+                        if not readable:
+                            break
+                        for end in readable:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (upstream if end is self.connection else self.connection).sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    upstream.close()
+                    self.close_connection = True
 
             def do_GET(self) -> None:  # noqa: N802
                 import http.client

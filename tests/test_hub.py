@@ -229,7 +229,15 @@ def test_hung_server_is_abandoned_within_the_timeout(monkeypatch) -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # accepts, never answers
     accepted: list[socket.socket] = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(8)], daemon=True).start()
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
     monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
@@ -238,6 +246,8 @@ def test_hung_server_is_abandoned_within_the_timeout(monkeypatch) -> None:
         inspect_model("openai-community/gpt2")
     assert time.monotonic() - start < 4 * 0.5 + 5  # every attempt times out; a wide margin
     listener.close()
+    for conn in accepted:
+        conn.close()
 
 
 def test_retries_5xx_and_429_with_retry_after(fake_hub, monkeypatch) -> None:
@@ -451,6 +461,26 @@ def test_https_hub_and_cdn_with_the_ca_bundle_requests_reads(tls_hub, capsys, mo
     assert run([QWEN110, "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
     assert {e.host for e in tls_hub.log} == {"hub", "cdn"}
+
+
+def test_https_through_a_proxys_connect_tunnels(tls_hub, capsys, monkeypatch) -> None:
+    """HTTPS_PROXY, as behind a company's proxy: every connection to the Hub and its CDN is a CONNECT
+    tunnel, inside which TLS is verified against the host's own certificate. Nothing reaches the
+    proxy that it cannot read as a request (a connection opened ahead of its request would send it
+    a TLS handshake: hub.HubClient.warm opens none through a proxy)."""
+    import json
+
+    from fakehub import CA_BUNDLE, ForwardProxy
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CA_BUNDLE))
+    hosts = {tls_hub.endpoint.split("//")[1]: "hub", tls_hub.cdn_base.split("//")[1]: "cdn"}
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        assert run([QWEN110, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
+    assert proxy.bad == []
+    assert {hosts[h] for h in proxy.log} == {"hub", "cdn"}
+    assert len(tls_hub.connections) == len(proxy.log)  # the fake Hub was reached through tunnels only
 
 
 @pytest.mark.parametrize("trusted_by", ["REQUESTS_CA_BUNDLE", "default"])
