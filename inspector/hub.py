@@ -412,12 +412,17 @@ class HubClient:
         a connection opened ahead would speak to the proxy as if it were the Hub."""
         if self.proxies_for(url):
             return
+        # NOTE: urllib3 has no public way to open a pool's connections ahead of its requests;
+        # `_get_conn` and `_put_conn` are what its own `urlopen` uses. The n are taken at once (no
+        # I/O: each is a new, unconnected one, or an idle one), so each thread opens a different one.
         try:
             pool, _ = self._route(session, url)
-        except Exception:  # noqa: BLE001 - as above
+            conns = [pool._get_conn() for _ in range(n)]
+        except Exception:  # noqa: BLE001 - as above; or a closed pool: nothing is warmed
             return
-        threading.Thread(target=_open_connections, args=(pool, n, self.timeout), daemon=True,
-                         name="hfmem-warm").start()
+        for conn in conns:
+            threading.Thread(target=_connect, args=(pool, conn, self.timeout), daemon=True,
+                             name="hfmem-warm").start()
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
@@ -535,20 +540,9 @@ class HubClient:
         return data, file_bytes
 
 
-def _open_connections(pool: Any, n: int, timeout: float) -> None:
-    """Take `n` connections from a urllib3 pool (held together, so each is a different one), connect
-    those not connected as a request would (TCP, a proxy's tunnel, TLS), and put them back."""
-    # NOTE: urllib3 has no public way to open a pool's connections ahead of its requests; `_get_conn`
-    # and `_put_conn` are what its `urlopen` uses, in urllib3 1.26 and 2.x alike.
-    try:
-        conns = [pool._get_conn() for _ in range(n)]
-    except Exception:  # noqa: BLE001 - a closed pool, another urllib3: nothing is warmed
-        return
-    for conn in conns:
-        threading.Thread(target=_connect, args=(pool, conn, timeout), daemon=True, name="hfmem-warm").start()
-
-
 def _connect(pool: Any, conn: Any, timeout: float) -> None:
+    """Connect one of the pool's connections as a request would (TCP, TLS with the pool's context
+    and host name check), unless it is connected already, and put it back in the pool."""
     try:
         if conn.sock is None:
             conn.timeout = timeout
@@ -572,6 +566,7 @@ def _read_session_tickets(sock: Any, handshake_s: float) -> bool:
 
     if getattr(sock, "version", lambda: None)() != "TLSv1.3":
         return True  # plain TCP, or TLS 1.2: nothing follows the handshake
+    # (at least 10 ms, our policy: on loopback the handshake can take less than the tickets' write)
     timeout, wait = sock.gettimeout(), max(handshake_s, 0.01)
     try:
         while select.select([sock], [], [], wait)[0]:  # (none at all: a server may send no tickets)
