@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import stat
 import threading
@@ -111,6 +112,44 @@ def test_the_second_layers_connections_are_opened_during_the_first(tls, monkeypa
         assert late == []  # the second layer opened no connection: they were open already
     finally:
         hub.close()
+
+
+@pytest.mark.parametrize("then,usable", [(b"", True), (b"HTTP/1.1 200 OK\r\n", False), (None, False)],
+                         ids=["tickets", "data", "closed"])
+def test_a_warm_connection_is_kept_only_if_the_server_sent_nothing_but_tickets(then, usable) -> None:
+    """After the TLS 1.3 handshake the server's session tickets are read (urllib3 would take them for
+    a closed connection); a server that sends data before any request, or closes, leaves a
+    connection no request can use."""
+    import ssl
+
+    from fakehub import CA_BUNDLE, CERTS
+
+    from inspector.hub import _read_session_tickets
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(CERTS / "fakehub.pem", CERTS / "fakehub-key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:  # sends its tickets
+            if then is None:
+                tls.close()
+            elif then:
+                tls.sendall(then)
+            done.wait(5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client_ctx = ssl.create_default_context(cafile=str(CA_BUNDLE))
+    with listener, client_ctx.wrap_socket(socket.create_connection(listener.getsockname()),
+                                          server_hostname="127.0.0.1") as sock:
+        assert sock.version() == "TLSv1.3"
+        time.sleep(0.2)  # (whatever the server sends after the handshake has arrived)
+        assert _read_session_tickets(sock, 0.5) is usable
+        if usable:
+            assert not select.select([sock], [], [], 0)[0]  # nothing left unread: not taken for closed
+        done.set()
 
 
 def test_refresh_asks_again(fake_hub) -> None:
