@@ -134,7 +134,7 @@ def inspect_model(
     `time.monotonic()` value) is when reading from the Hub gives up (NetworkError). Raises an
     `inspector.errors.HfmemError` subclass on bad input.
     """
-    source = model if isinstance(model, Source) else parse_source(model, revision)
+    source = model if isinstance(model, Source) else parse_source(model, revision, validate=False)
     checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
                                  deadline=deadline)
     parameters = count_parameters(checkpoint)

@@ -411,6 +411,19 @@ def repo_folder(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
 
+def is_folder_name(repo_id: str) -> bool:
+    """Whether `repo_folder(repo_id)` is one plain folder name, so that the cache may be looked in
+    for a repo id not validated yet: no separator, `..`, NUL or drive colon in either part.
+
+    >>> is_folder_name("Qwen/Qwen1.5-110B"), is_folder_name("org/.."), is_folder_name("a/b/c")
+    (True, False, False)
+    """
+    from .checkpoint import is_safe_filename
+
+    parts = repo_id.split("/")
+    return len(parts) <= 2 and all(is_safe_filename(p) for p in parts)
+
+
 def save_ref(repo_id: str, revision: str, sha: str) -> None:
     """Remember which commit a branch or tag resolved to (read back offline); an unwritable cache
     only costs that."""

@@ -757,6 +757,13 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     offline = offline_requested() if offline is None else offline
     warnings: list[str] = []
 
+    # The repo id is checked by huggingface_hub (`validate_repo_id`, whose import is a fifth of a
+    # warm run) after the saved snapshots are looked for: one found was saved for an id checked
+    # then. An id that could name a path outside the cache is checked before.
+    from .source import validate_repo_id
+
+    if not cache.is_folder_name(repo_id):
+        validate_repo_id(repo_id)
     # 0. Pinned to a sha we have read before: the saved snapshot answers with no request at all.
     pinned = revision if SHA_RE.match(revision) else None
     if offline and not pinned:
@@ -774,6 +781,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
         saved = _load_saved(repo_id, recent, revision, warnings) if recent else None
         if saved is not None:
             return _with_warnings(saved, warnings)
+    validate_repo_id(repo_id)  # before the HF cache, and before the Hub
     if offline:
         local = _from_hf_cache(repo_id, revision)
         if local is not None:

@@ -57,11 +57,13 @@ _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9
 _HUB_HOSTS = ("huggingface.co", "hf.co", "www.huggingface.co")
 
 
-def parse_source(text: str, revision: str | None = None) -> Source:
+def parse_source(text: str, revision: str | None = None, *, validate: bool = True) -> Source:
     """Parse a model argument: a path, an `org/name` or bare repo id, or a Hub URL.
 
     `revision` (from `--revision`) may not contradict a revision in a URL. Raises UsageError for
     something that is neither, NotFoundError for a path-looking argument that does not exist.
+    `validate=False` leaves the repo id's check (`validate_repo_id`) to the Hub reader, which makes
+    it before anything but a look in hfmem's own cache: a warm run then imports no huggingface_hub.
     """
     if not text.strip():
         raise UsageError("empty model argument")
@@ -71,10 +73,11 @@ def parse_source(text: str, revision: str | None = None) -> Source:
     if not text.isprintable():  # a newline or NUL: no repo id or URL, and the message must stay one line
         raise UsageError(f"not a path on disk nor a valid repo id: {text!r}")
     if re.match(r"^https?://", text):
-        return _url_source(text, revision)
+        return _url_source(text, revision, validate)
     if _looks_like_path(text):
         raise NotFoundError(f"no such file or directory: {text}")
-    _validate_repo_id(text)
+    if validate:
+        validate_repo_id(text)
     _validate_revision(revision)
     return Source(SourceKind.HUB, repo_id=text, revision=revision)
 
@@ -101,7 +104,8 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-def _validate_repo_id(repo_id: str) -> None:
+def validate_repo_id(repo_id: str) -> None:
+    """UsageError unless huggingface_hub takes `repo_id` for a valid repo id."""
     # NOTE: huggingface_hub's validator is the authority on what the Hub accepts; it also refuses
     # `..`, `--` and characters that could alter a URL.
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -141,7 +145,7 @@ def _local_source(path: Path, revision: str | None) -> Source:
     )
 
 
-def _url_source(url: str, revision: str | None) -> Source:
+def _url_source(url: str, revision: str | None, validate: bool = True) -> Source:
     try:
         parts = urlsplit(url)
     except ValueError as e:  # "Invalid IPv6 URL": a stray bracket in the host
@@ -176,6 +180,7 @@ def _url_source(url: str, revision: str | None) -> Source:
                 raise UsageError(f"{url}: only a .safetensors file or a whole repo can be read")
     if revision and url_revision and revision != url_revision:
         raise UsageError(f"--revision {revision!r} contradicts the URL's revision {url_revision!r}")
-    _validate_repo_id(repo_id)
+    if validate:
+        validate_repo_id(repo_id)
     _validate_revision(revision or url_revision)
     return Source(SourceKind.HUB, repo_id=repo_id, revision=revision or url_revision, filename=filename)

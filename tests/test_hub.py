@@ -23,6 +23,7 @@ from inspector.errors import (
     OfflineMiss,
     RepoNotFound,
     RevisionNotFound,
+    UsageError,
 )
 from inspector.hub import hub_url, predict_header_bytes
 
@@ -584,19 +585,32 @@ def test_header_names_in_any_case_are_understood(fake_hub, capsys) -> None:
 
 def test_warm_runs_and_start_up_import_no_http_or_table_library(fake_hub) -> None:
     """--version, --help and a warm pinned or recent-branch run need neither requests(-cache) nor
-    tabulate (JSON output); a fresh interpreter shows what each imports."""
+    tabulate (JSON output), nor huggingface_hub (the repo id was checked when its snapshot was
+    saved); a fresh interpreter shows what each imports."""
     import subprocess
     import sys
 
     sha = fake_hub.repos[QWEN110].sha
     inspect_model(QWEN110)  # cold: the snapshot, digest and branch ref are saved
     probe = ("import sys; from inspector.cli import run; run({args!r}); "
-             "print(sorted(m for m in ('requests', 'requests_cache', 'tabulate', 'urllib3') if m in sys.modules))")
+             "print(sorted(m for m in ('requests', 'requests_cache', 'tabulate', 'urllib3', 'huggingface_hub') "
+             "if m in sys.modules))")
     for args in (["--version"], ["--help"], [QWEN110, "--revision", sha, "--json"], [QWEN110, "--json"]):
         out = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
                              env=os.environ, timeout=60)
         assert out.stdout.splitlines()[-1] == "[]", (args, out.stdout[-300:], out.stderr[-300:])
 
+
+
+@pytest.mark.parametrize("repo_id", ["not a repo id!", "org/na..me", "org/name--x", "a/..\\..\\b"])
+def test_an_invalid_repo_id_is_refused_before_any_request(fake_hub, repo_id) -> None:
+    """The repo id is checked by huggingface_hub after hfmem's own cache is looked in (a warm run
+    then imports no huggingface_hub), and still before the HF cache or the Hub."""
+    with pytest.raises(UsageError, match="not a path on disk nor a valid repo id"):
+        inspect_model(repo_id)
+    with pytest.raises(UsageError, match="not a path on disk nor a valid repo id"):
+        inspect_model(repo_id, offline=True)
+    assert fake_hub.log == []
 
 @pytest.mark.parametrize("repo_id", ["openai/gpt-oss-20b", "TheBloke/Llama-2-7B-GPTQ", "mistralai/Mixtral-8x7B-v0.1"])
 def test_shards_tallied_as_they_arrive_count_as_a_count_afterwards(fake_hub, repo_id) -> None:
