@@ -241,8 +241,8 @@ def _deadline_adapter(pool_size: int) -> Any:
             if verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
                 conn.ca_certs = conn.ca_cert_dir = None  # the shared context holds the bundle already
 
-    # (room beside the header reads for the JSON files' threads and the revision call: a connection
-    # returned to a full pool is closed, and the next request pays a new one's handshakes)
+    # (room beside the header reads for the JSON files' threads and the revision call, our policy: a
+    # connection returned to a full pool is closed, and the next request pays a new one's handshakes)
     return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size + 8)
 
 
