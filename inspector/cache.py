@@ -242,8 +242,9 @@ def _deadline_adapter(pool_size: int) -> Any:
                 conn.ca_certs = conn.ca_cert_dir = None  # the shared context holds the bundle already
 
     # (room beside the header reads for the JSON files' threads and the revision call, our policy: a
-    # connection returned to a full pool is closed, and the next request pays a new one's handshakes)
-    return DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size + 8)
+    # connection returned to a full pool is closed, and the next request pays a new one's handshakes;
+    # and pools for the Hub, its CDN hosts and a mirror at once, for every session of the process)
+    return DeadlineAdapter(pool_connections=16, pool_maxsize=pool_size + 8)
 
 
 _TLS_CONTEXTS: dict[Any, Any] = {}

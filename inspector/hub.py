@@ -420,9 +420,14 @@ class HubClient:
             conns = [pool._get_conn() for _ in range(n)]
         except Exception:  # noqa: BLE001 - as above; or a closed pool: nothing is warmed
             return
-        for conn in conns:
-            threading.Thread(target=_connect, args=(pool, conn, self.timeout), daemon=True,
-                             name="hfmem-warm").start()
+        for i, conn in enumerate(conns):
+            try:
+                threading.Thread(target=_connect, args=(pool, conn, self.timeout), daemon=True,
+                                 name="hfmem-warm").start()
+            except RuntimeError:  # no thread to be had: the rest go back unopened
+                for idle in conns[i:]:
+                    pool._put_conn(idle)
+                return
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY for this URL's host unless NO_PROXY exempts it, as
@@ -451,12 +456,13 @@ class HubClient:
 
     # -- Hub calls -----------------------------------------------------------------------------
 
-    def revision_info(self, repo_id: str, revision: str) -> tuple[str, dict[str, int | None]]:
-        """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known)."""
+    def revision_info(self, repo_id: str, revision: str, *, warm: bool = True) -> tuple[str, dict[str, int | None]]:
+        """Layer 1: the commit sha a revision points at, and the repo's files (sizes when known);
+        `warm`: open the second layer's connections meanwhile."""
         url = hub_url(repo_id, revision=revision, api="revision", base=self.base)
         pinned = bool(SHA_RE.match(revision))
         self._start_building()  # (it runs while this request is in flight, as the warming does)
-        if self.api_session is not None:
+        if warm and self.api_session is not None:
             self.warm(self.api_session, url, WARM_CONNECTIONS)
         r = self.get(url, what=f"{repo_id}@{revision}", expire_never=pinned, force=self.refresh and not pinned,
                      plain=True)
@@ -561,15 +567,16 @@ def _read_session_tickets(sock: Any, handshake_s: float) -> bool:
     server closed: it would close this one and open another. They arrive about a round trip after
     the handshake; waited for at most as long as the handshake took. False: the server sent data
     or closed the connection, which no request can use."""
-    import select
     import ssl
+
+    from urllib3.util.wait import wait_for_read  # (poll where there is one: select fails on fds >= 1024)
 
     if getattr(sock, "version", lambda: None)() != "TLSv1.3":
         return True  # plain TCP, or TLS 1.2: nothing follows the handshake
     # (at least 10 ms, our policy: on loopback the handshake can take less than the tickets' write)
     timeout, wait = sock.gettimeout(), max(handshake_s, 0.01)
     try:
-        while select.select([sock], [], [], wait)[0]:  # (none at all: a server may send no tickets)
+        while wait_for_read(sock, timeout=wait):  # (none at all: a server may send no tickets)
             sock.setblocking(False)
             try:
                 sock.recv(1)
@@ -796,7 +803,11 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                        deadline=deadline)
     warnings += client.warnings
     # 1. sha and file list
-    sha, files = client.revision_info(repo_id, pinned or revision)
+    # A branch still pointing at a commit we have read needs no second layer: no connection is
+    # opened for one when the branch last pointed at such a commit (most runs past BRANCH_TTL_S).
+    last = None if pinned or refresh or source.filename else cache.load_ref(repo_id, revision)
+    sha, files = client.revision_info(repo_id, pinned or revision,
+                                      warm=not (last and cache.snapshot_path(repo_id, last).is_file()))
     if not pinned:
         cache.save_ref(repo_id, revision, sha)  # (the revision call is never answered from the cache)
         # A branch that still points at a commit we have read: nothing more to fetch.
@@ -983,13 +994,18 @@ def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
 
 def _load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> Checkpoint | None:
     """The saved snapshot of a commit: its digest (counts, no headers) when there is one. A damaged
-    snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it."""
+    snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it. Only one saved
+    for this very repo id answers: `repo_id` may not be validated yet (read_hub), and another id can
+    name the same file (`a--b` and `a/b`; `a/b.` on Windows, which drops trailing dots)."""
     from .cache import snapshot_path
     from .checkpoint import load_snapshot
     from .digest import digest_path, load_digest
 
     path = snapshot_path(repo_id, sha)
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return None
+    except OSError:  # a name too long for the file system: no snapshot of it, and the id is checked next
         return None
     cp = load_digest(path, lambda: load_snapshot(path))
     if cp is None:
@@ -1001,6 +1017,8 @@ def _load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | Non
             for damaged in (path, digest_path(path)):
                 damaged.unlink(missing_ok=True)
             return None
+    if cp.repo_id != repo_id:
+        return None
     return replace(cp, name=repo_id, revision=revision, local_path=None)
 
 

@@ -115,6 +115,22 @@ def test_the_second_layers_connections_are_opened_during_the_first(tls, monkeypa
         hub.close()
 
 
+
+def test_a_read_goes_on_when_no_thread_can_be_started_to_open_connections(fake_hub, monkeypatch) -> None:
+    """Opening connections ahead only saves time: when the process can start no more threads for it
+    (RuntimeError), the connections taken go back to the pool and the read goes on without them."""
+    import inspector.hub
+
+    class NoWarmThread(threading.Thread):
+        def start(self) -> None:
+            if self.name == "hfmem-warm":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(inspector.hub.threading, "Thread", NoWarmThread)
+    assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
+
+
 @pytest.mark.parametrize("then,usable", [(b"", True), (b"HTTP/1.1 200 OK\r\n", False), (None, False)],
                          ids=["tickets", "data", "closed"])
 def test_a_warm_connection_is_kept_only_if_the_server_sent_nothing_but_tickets(then, usable) -> None:
@@ -611,6 +627,41 @@ def test_an_invalid_repo_id_is_refused_before_any_request(fake_hub, repo_id) -> 
     with pytest.raises(UsageError, match="not a path on disk nor a valid repo id"):
         inspect_model(repo_id, offline=True)
     assert fake_hub.log == []
+
+
+def test_an_invalid_repo_id_is_not_answered_by_another_ids_snapshot(fake_hub) -> None:
+    """`a--b` names the same cache folder as `a/b`, and a very long id no file at all: neither is
+    answered from the cache of `a/b`, online, pinned or offline; both are refused as before."""
+    repo = fake_hub.repos["openai-community/gpt2"]
+    inspect_model("openai-community/gpt2")
+    fake_hub.log.clear()
+    for kwargs in ({}, {"revision": repo.sha}, {"offline": True}):
+        with pytest.raises(UsageError, match="valid repo id"):
+            inspect_model("openai-community--gpt2", **kwargs)
+        with pytest.raises(UsageError, match="valid repo id"):
+            inspect_model("a" * 300, **kwargs)
+    assert fake_hub.log == []
+
+
+def test_no_connection_is_opened_ahead_when_the_branch_last_pointed_at_a_saved_commit(fake_hub) -> None:
+    """Past the branch's 10 minutes the revision call is asked again; when the branch still points
+    at the commit read before, that one request is the whole run: nothing is opened for a second
+    layer. (A fresh process: no connection of this one's pools.)"""
+    import subprocess
+    import sys
+
+    import inspector.cache
+
+    inspect_model("openai-community/gpt2")
+    ref = inspector.cache._ref_path("openai-community/gpt2", "main")
+    os.utime(ref, (time.time() - 3600, time.time() - 3600))
+    fake_hub.log.clear()
+    fake_hub.connections.clear()
+    probe = "from inspector.cli import run; import sys; sys.exit(run(['openai-community/gpt2', '--json', '-q']))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=os.environ, timeout=60)
+    assert done.returncode == 0, done.stderr[-300:]
+    assert [e.path for e in fake_hub.log] == ["/api/models/openai-community/gpt2/revision/main"]
+    assert len(fake_hub.connections) == 1
 
 @pytest.mark.parametrize("repo_id", ["openai/gpt-oss-20b", "TheBloke/Llama-2-7B-GPTQ", "mistralai/Mixtral-8x7B-v0.1"])
 def test_shards_tallied_as_they_arrive_count_as_a_count_afterwards(fake_hub, repo_id) -> None:
