@@ -238,8 +238,13 @@ def _deadline_adapter(pool_size: int) -> Any:
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
             super().cert_verify(conn, url, verify, cert)  # (checks the bundle exists; sets its path)
-            if verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
-                conn.ca_certs = conn.ca_cert_dir = None  # the shared context holds the bundle already
+            # The shared context holds the bundle already; but an https:// proxy's own certificate
+            # is checked against the pool's bundle path (urllib3 has no context of ours for it),
+            # so such a pool keeps the path, and reads the bundle for each connection.
+            proxy = getattr(conn, "proxy", None)
+            if (verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None
+                    and getattr(proxy, "scheme", None) != "https"):
+                conn.ca_certs = conn.ca_cert_dir = None
 
     # (room beside the header reads for the JSON files' threads and the revision call, our policy: a
     # connection returned to a full pool is closed, and the next request pays a new one's handshakes;

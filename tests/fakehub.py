@@ -379,9 +379,11 @@ class ForwardProxy:
     it opens a CONNECT tunnel and relays bytes both ways. It logs each request's host:port (a
     tunnel's once) and any request it could not read as one. With the block."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
+        """`tls`: the proxy itself speaks HTTPS (an https:// proxy), with a certificate CA_BUNDLE signs."""
         self.log: list[str] = []  # host:port of each request relayed, or tunnel opened
         self.bad: list[str] = []  # the first line of each request that was neither
+        self.scheme = "https" if tls else "http"
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -390,6 +392,11 @@ class ForwardProxy:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.do_handshake()
+                super().setup()
 
             def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
                 proxy.bad.append(self.raw_requestline[:60].decode("latin-1", "replace"))
@@ -451,12 +458,17 @@ class ForwardProxy:
                 self.wfile.write(body)
 
         self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(CERTS / "fakehub.pem", CERTS / "fakehub-key.pem")
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> ForwardProxy:
         return self

@@ -519,18 +519,20 @@ def test_https_hub_and_cdn_with_the_ca_bundle_requests_reads(tls_hub, capsys, mo
     assert {e.host for e in tls_hub.log} == {"hub", "cdn"}
 
 
-def test_https_through_a_proxys_connect_tunnels(tls_hub, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("proxy_tls", [False, True], ids=["http-proxy", "https-proxy"])
+def test_https_through_a_proxys_connect_tunnels(tls_hub, capsys, monkeypatch, proxy_tls) -> None:
     """HTTPS_PROXY, as behind a company's proxy: every connection to the Hub and its CDN is a CONNECT
     tunnel, inside which TLS is verified against the host's own certificate. Nothing reaches the
     proxy that it cannot read as a request (a connection opened ahead of its request would send it
-    a TLS handshake: hub.HubClient.warm opens none through a proxy)."""
+    a TLS handshake: hub.HubClient.warm opens none through a proxy). An https:// proxy's own
+    certificate is checked against REQUESTS_CA_BUNDLE too (a company's proxy, a company's CA)."""
     import json
 
     from fakehub import CA_BUNDLE, ForwardProxy
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CA_BUNDLE))
     hosts = {tls_hub.endpoint.split("//")[1]: "hub", tls_hub.cdn_base.split("//")[1]: "cdn"}
-    with ForwardProxy() as proxy:
+    with ForwardProxy(tls=proxy_tls) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         assert run([QWEN110, "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
