@@ -122,10 +122,17 @@ def hub_url(repo_id: str, *, revision: str, filename: str | None = None, api: st
 
 
 def resolve_token(token: str | bool | None) -> str | None:
-    """`--token`, else `HF_TOKEN`, else huggingface_hub's stored login; False sends none."""
+    """`--token`, else `HF_TOKEN`, else huggingface_hub's stored login; False sends none. White
+    space around a given token is dropped (`--token "$(cat file)"` of a CRLF file), as
+    huggingface_hub drops it from HF_TOKEN; a control character inside is refused, and not shown."""
     if token is False:
         return None
-    if isinstance(token, str) and token:
+    if isinstance(token, str) and token.strip():
+        token = token.strip()
+        if not token.isprintable():
+            from .errors import UsageError
+
+            raise UsageError("the token given (--token) holds a line break or another control character")
         return token
     from huggingface_hub import get_token
 
@@ -379,6 +386,8 @@ class HubClient:
             raise requests.Timeout(e) from None
         except (HTTPError, OSError) as e:  # reset, TLS, proxy
             raise requests.ConnectionError(e) from None
+        except ValueError:  # http.client refusing a header value: never shown (it may be the token)
+            raise requests.exceptions.InvalidHeader("a request header holds a character HTTP forbids") from None
         watchdog = getattr(DEADLINE, "watchdog", None)
         if watchdog is not None:  # (as cache.DeadlineAdapter does for the cached sessions)
             watchdog.watch(raw.shutdown)

@@ -224,6 +224,23 @@ def test_token_goes_to_the_hub_only_and_never_into_the_cache(fake_hub, tmp_path)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
 
 
+def test_a_token_with_white_space_around_is_trimmed_and_one_with_a_line_break_inside_refused(fake_hub, capsys) -> None:
+    """`--token "$(cat token.txt)"` of a CRLF file keeps a carriage return: dropped, as huggingface_hub
+    drops it from HF_TOKEN. A control character inside a token is refused (exit 2) and never shown;
+    one that reached a request anyway fails it without showing it either."""
+    from inspector.hub import HubClient
+
+    assert run([LLAMA2, "--token", f" {VALID_TOKEN}\r\n", "--json", "-q"]) == 0
+    capsys.readouterr()
+    assert run(["meta-llama/Meta-Llama-3-8B", "--token", "hf_SECRET\rpart", "-q"]) == 2  # (not read yet)
+    err = capsys.readouterr().err
+    assert "control character" in err and "SECRET" not in err
+    client = HubClient(token="hf_SECRET\rpart")
+    with pytest.raises(NetworkError) as caught:
+        client.revision_info(LLAMA2, "main")
+    assert "SECRET" not in str(caught.value)
+
+
 def test_gated_without_token(fake_hub) -> None:
     with pytest.raises(GatedRepo, match="request access at .*meta-llama/Llama-2-7b-hf, then set HF_TOKEN"):
         inspect_model(LLAMA2)
