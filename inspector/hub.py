@@ -959,7 +959,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
     """A thread pool whose block, when it fails, cancels the tasks not yet started: a failed read
     ends once the requests in flight do, not after every other shard of the model was read (as
-    `with ThreadPoolExecutor` would), and Ctrl-C ends it at once, without waiting for those."""
+    `with ThreadPoolExecutor` would), and Ctrl-C leaves it at once, without waiting for those. (The
+    CLI then exits at once; in a library caller's process they end by their own timeouts.)"""
     pool = ThreadPoolExecutor(max_workers=max_workers)
     try:
         yield pool

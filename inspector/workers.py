@@ -173,6 +173,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._seq = 0
         self._failed = False
+        self._closed = False  # a start still to come (the parsing thread's, after Ctrl-C) starts nothing
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -189,7 +190,7 @@ class WorkerPool:
         import subprocess
 
         with self.lock:
-            if self._workers or self._failed or n <= 0:
+            if self._workers or self._failed or self._closed or n <= 0:
                 return
             try:
                 for _ in range(n):
@@ -233,22 +234,24 @@ class WorkerPool:
         blocked reading its input). A worker still busy after a second is killed; with `kill`, at once."""
         import subprocess
 
-        for w in self._workers:
+        with self.lock:  # (a start under way finishes first, and its workers are ended here)
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for w in workers:
             w.close()
             if kill:
                 w.proc.kill()
-        for w in self._workers:
+        for w in workers:
             try:
                 w.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
-        for w in self._workers:
+        for w in workers:
             for t in w.threads:
                 t.join(timeout=1.0)
             if w.proc.stdout is not None:
                 w.proc.stdout.close()
-        self._workers = []
 
 
 def _run_into(future: Future[Parsed], args: tuple[Any, ...]) -> None:

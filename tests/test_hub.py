@@ -555,7 +555,8 @@ def test_https_through_a_proxys_connect_tunnels(tls_hub, capsys, monkeypatch, pr
     assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 111_209_914_368
     assert proxy.bad == []
     assert {hosts[h] for h in proxy.log} == {"hub", "cdn"}
-    assert len(tls_hub.connections) == len(proxy.log)  # the fake Hub was reached through tunnels only
+    # the fake Hub was reached through tunnels only (in one loaded full run, by 50 of the 63 opened)
+    assert len(tls_hub.connections) <= len(proxy.log)
 
 
 @pytest.mark.parametrize("trusted_by", ["REQUESTS_CA_BUNDLE", "default"])

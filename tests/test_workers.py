@@ -133,6 +133,22 @@ def test_how_many_workers(monkeypatch) -> None:
     assert configured_workers(1) == 3
 
 
+def test_a_pool_closed_before_its_workers_start_starts_none() -> None:
+    """Ctrl-C ends a read while its parsing thread may still be about to start the workers: once the
+    pool is closed, a start starts no process (in a library caller's process they would live on)."""
+    from inspector.workers import WorkerPool
+
+    pool = WorkerPool()
+    pool.close(kill=True)
+    try:
+        pool.start(2)
+        assert not pool.started
+    finally:
+        for w in pool._workers:
+            w.proc.kill()
+            w.proc.wait()
+
+
 def test_lazy_headers_parse_only_when_asked() -> None:
     body = json.dumps({"a": {"dtype": "XX", "shape": [1], "data_offsets": [0, 1]}}).encode()
     lazy = LazyHeaders()
