@@ -464,8 +464,9 @@ def _ref_path(repo_id: str, revision: str) -> Path:
     Hub or mirror answered (HF_ENDPOINT), so each keeps its own; a commit's snapshot does not."""
     from urllib.parse import quote, urlsplit
 
-    netloc = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").netloc
-    host = netloc.rpartition("@")[2] or "default"  # (never a mirror's user:password)
+    from .hub import endpoint  # (HF_ENDPOINT less any user:password: never in a file name)
+
+    host = urlsplit(endpoint()).netloc or "default"
     return cache_dir() / "refs" / quote(host, safe="") / repo_folder(repo_id) / (quote(revision, safe="") or "main")
 
 

@@ -175,10 +175,14 @@ class HubClient:
                  deadline: float | None = None) -> None:
         from .cache import plain_session
 
-        self.base = (base or endpoint()).rstrip("/")
+        # A mirror's user:password in HF_ENDPOINT is split off the URL (sent to its host as Basic auth).
+        if base is None:
+            base, self.login = _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
+        else:
+            self.login = None
+        self.base = base.rstrip("/")
         self.host = urlsplit(self.base).netloc
         self.token = token
-        self.login = None if base else endpoint_login()  # a mirror's user:password, from HF_ENDPOINT
         self.offline = offline
         self.refresh = refresh
         self.timeout = timeout_s()
