@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No developer setting leaks into a test: HF_*, HFMEM_*, proxies and CA bundles cleared, caches and the token file
     under tmp_path (so a developer's own `hf auth login` is never read)."""
     for name in list(os.environ):
@@ -34,6 +35,29 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"), raising=False
     )
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False, raising=False)
+    yield
+    _release_process_wide_connections()
+
+
+def _release_process_wide_connections() -> None:
+    """Close what one test's reads left open for the rest of the process: the sessions kept per cache
+    folder (their SQLite files) and the shared adapters' pools (their sockets). A CLI run is one
+    process; the suite is one process for 500 tests, whose leftovers reached 930 open descriptors
+    (and the fake proxy's select() failed past 1024)."""
+    cache = sys.modules.get("inspector.cache")
+    if cache is None:
+        return
+    with cache._BUILD_LOCK:
+        sessions = [s for pair in cache._SESSIONS.values() for s in pair]
+        cache._SESSIONS.clear()
+    with cache._ADAPTER_LOCK:
+        adapters = list(cache._ADAPTERS.values())
+        cache._ADAPTERS.clear()
+    for closeable in (*sessions, *adapters):
+        try:
+            closeable.close()
+        except Exception:  # noqa: BLE001 - a session whose database is already gone
+            pass
 
 
 def snapshot_path(repo_id: str) -> Path:

@@ -403,7 +403,7 @@ class ForwardProxy:
                 super().send_error(code, message, explain)
 
             def do_CONNECT(self) -> None:  # noqa: N802
-                import select
+                import selectors
 
                 proxy.log.append(self.path)
                 host, _, port = self.path.rpartition(":")
@@ -415,20 +415,25 @@ class ForwardProxy:
                 self.send_response(200, "Connection established")
                 self.end_headers()
                 self.wfile.flush()
-                ends = [self.connection, upstream]
+                # (a selector, not select.select: select fails on descriptors >= 1024, which a
+                # whole suite's process reaches, and each tunnel then broke as the client connected)
+                ends = selectors.DefaultSelector()
+                ends.register(self.connection, selectors.EVENT_READ)
+                ends.register(upstream, selectors.EVENT_READ)
                 try:
                     while True:
-                        readable, _, _ = select.select(ends, [], [], 30)
+                        readable = [key.fileobj for key, _ in ends.select(30)]
                         if not readable:
                             break
                         for end in readable:
-                            data = end.recv(65536)
+                            data = end.recv(65536)  # type: ignore[union-attr]
                             if not data:
                                 return
                             (upstream if end is self.connection else self.connection).sendall(data)
                 except OSError:
                     pass
                 finally:
+                    ends.close()
                     upstream.close()
                     self.close_connection = True
 
