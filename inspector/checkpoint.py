@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedFormat
+from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedFormat, UsageError
 from .header import Header, header_from_dict
 
 if TYPE_CHECKING:
@@ -209,12 +209,38 @@ def _header_entry(h: Header) -> dict[str, Any]:
 
 
 def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
-    """Write a snapshot file (atomically: a reader never sees half a file)."""
-    with SnapshotWriter(Path(path), repo_id=cp.repo_id, revision=cp.revision, sha=cp.sha,
-                        local_path=cp.local_path, mode=mode) as writer:
-        for name, h in cp.headers.items():
-            writer.add(name, h)
-        writer.commit(cp.files, cp.json_files)
+    """Write a snapshot file (atomically: a reader never sees half a file). Only a regular file is
+    replaced, or a new one made; anything else, or a disk that refuses the file, is a UsageError
+    and leaves nothing behind."""
+    target = Path(path)
+    check_snapshot_target(target)
+    try:
+        with SnapshotWriter(target, repo_id=cp.repo_id, revision=cp.revision, sha=cp.sha,
+                            local_path=cp.local_path, mode=mode) as writer:
+            for name, h in cp.headers.items():
+                writer.add(name, h)
+            writer.commit(cp.files, cp.json_files)
+    except OSError as e:
+        raise UsageError(f"cannot write the snapshot {target}: {e.strerror or e}") from None
+
+
+def check_snapshot_target(target: Path) -> None:
+    """UsageError unless `target` is a regular file or a new name in an existing folder: a rename
+    over a symlink, a device, a FIFO or a folder would replace what the user did not mean to give."""
+    import stat
+
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise UsageError(f"cannot write the snapshot {target}: the folder {target.parent} does not exist") from None
+        return
+    except OSError as e:
+        raise UsageError(f"cannot write the snapshot {target}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket")
+        raise UsageError(f"cannot write the snapshot {target}: it is {kind}; give a regular file or a new path")
 
 
 class SnapshotWriter:
@@ -227,13 +253,16 @@ class SnapshotWriter:
 
     def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None,
                  local_path: str | None = None, mode: int = 0o600) -> None:
+        from .cache import temp_path
+
         self.path = path
-        self._tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        self._tmp = temp_path(path)  # in the same folder: the rename never crosses file systems
         self._raw = open(os.open(self._tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode), "wb")
         self._file: Any = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0) if path.suffix == ".gz" else self._raw
         self._lock = threading.Lock()
         self._count = 0
         self.failed = False  # a write failed (the cache's disk is full): the snapshot is abandoned
+        self.error: OSError | None = None  # what failed first, for the run's warning
         self.committed = False
         head = {"format": SNAPSHOT_FORMAT, "source": {"repo_id": repo_id, "revision": revision, "path": local_path},
                 "sha": sha}
@@ -251,8 +280,8 @@ class SnapshotWriter:
             raise OSError(f"{self._tmp}: the snapshot was abandoned")
         try:
             self._file.write(data)
-        except BaseException:
-            self.abort()
+        except BaseException as e:
+            self._failed(e)
             raise
 
     def add(self, name: str, header: Header) -> None:
@@ -284,9 +313,14 @@ class SnapshotWriter:
             self._close()
             os.replace(self._tmp, self.path)
             self.committed = True
-        except BaseException:
-            self.abort()
+        except BaseException as e:
+            self._failed(e)
             raise
+
+    def _failed(self, e: BaseException) -> None:
+        if isinstance(e, OSError) and self.error is None:
+            self.error = e
+        self.abort()
 
     def _close(self) -> None:
         try:
@@ -301,24 +335,46 @@ class SnapshotWriter:
         except OSError:
             pass  # a full disk refusing the last buffered bytes: the file is removed anyway
         finally:
-            self._tmp.unlink(missing_ok=True)
+            try:
+                self._tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # (a read-only disk where it was made): `cache prune` removes it later
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a snapshot file back into a Checkpoint, validating every header again."""
+    from .local import read_regular
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_SNAPSHOT_BYTES, "a snapshot")
         if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            data = _gunzip(data, path)
         raw = json.loads(data)
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e})") from None
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, RecursionError, EOFError):
         raise ConfigError(f"{path}: not a valid JSON file") from None
     if not isinstance(raw, dict) or raw.get("format") != SNAPSHOT_FORMAT:
         raise ConfigError(f"{path}: not an hfmem snapshot (expected \"format\": \"{SNAPSHOT_FORMAT}\")")
     return checkpoint_from_snapshot(raw, name=str(path), local_path=str(path))
+
+
+#: The largest snapshot read, as stored and decompressed alike (our policy: DeepSeek-V3's, 92,000
+#: tensors, is 18 MB; a thousand-shard model's a few times that). A gzip bomb stops here.
+MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
+
+
+def _gunzip(data: bytes, path: Path) -> bytes:
+    """The decompressed bytes, never more than MAX_SNAPSHOT_BYTES of them (read in one bounded call)."""
+    import io
+
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        out = f.read(MAX_SNAPSHOT_BYTES + 1)
+    if len(out) > MAX_SNAPSHOT_BYTES:
+        raise ConfigError(f"{path}: decompresses to more than {MAX_SNAPSHOT_BYTES:,} bytes, hfmem's limit "
+                          "for a snapshot; refused")
+    return out
 
 
 def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: str | None) -> Checkpoint:

@@ -250,6 +250,10 @@ def inspect_cmd(
 
         known = load_gpus(gpus_file)
         gpus = [find_gpu(name, known) for name in (gpu or DEFAULT_GPUS)]
+    if save_snapshot is not None:  # refused before anything is read (and checked again when written)
+        from .checkpoint import check_snapshot_target
+
+        check_snapshot_target(save_snapshot)
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
                    gpus=gpus, deadline=time.monotonic() + timeout)
     if save_snapshot is not None:
@@ -410,11 +414,11 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 
 @cache_app.command("clear")
 def cache_clear_cmd(quiet: QuietOpt = False) -> None:
-    """Delete everything hfmem cached."""
+    """Delete everything hfmem cached (only the files it writes; a folder holding others is refused)."""
     from .cache import cache_dir, clear_cache
 
     freed = clear_cache()
-    _hint(f"removed {cache_dir()} ({freed:,} bytes)", quiet)
+    _hint(f"removed hfmem's files from {cache_dir()} ({freed:,} bytes)", quiet)
 
 
 @cache_app.command("prune")
@@ -424,7 +428,7 @@ def cache_prune_cmd(
     ] = 30,
     quiet: QuietOpt = False,
 ) -> None:
-    """Drop expired HTTP answers and snapshots not used for a while."""
+    """Drop expired HTTP answers, snapshots not used for a while and leftover temporary files."""
     from .cache import prune_cache
 
     freed = prune_cache(older_than)

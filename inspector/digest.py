@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,9 @@ from .params import FileCount, ParameterCount, WeightInventory
 DIGEST_FORMAT = "hfmem-digest/1"
 #: Bump with any change to how parameters are counted: a digest of another value is not used.
 COUNTING_VERSION = 1
+#: The largest digest read (our policy: it holds the small JSON files and the file list, tens of KB;
+#: a larger one is not ours, and the snapshot beside it is read instead).
+MAX_DIGEST_BYTES = 16 * 1024 * 1024
 
 
 class Deferred(Mapping[str, Any]):
@@ -74,13 +76,18 @@ def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
         "headers": list(cp.headers),
         "parameters": asdict(params),
     }
+    from .cache import temp_path
+
     path = digest_path(snapshot)
+    tmp = temp_path(path)  # (a name `cache prune` knows, should this process die before the rename)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digest-")
-        with open(fd, "w") as f:
-            json.dump(record, f, separators=(",", ":"))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with open(fd, "w") as f:
+                json.dump(record, f, separators=(",", ":"))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError:
         pass
 
@@ -89,9 +96,14 @@ def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoi
     """The Checkpoint of a digest, its counts attached and its headers deferred to `load_full`;
     None when there is no digest, or one that is damaged or from another hfmem version."""
     from . import __version__
+    from .errors import HfmemError
+    from .local import read_regular
 
     try:
-        raw = json.loads(digest_path(snapshot).read_bytes())
+        try:
+            raw = json.loads(read_regular(digest_path(snapshot), MAX_DIGEST_BYTES, "a digest"))
+        except HfmemError:  # too large, or no regular file: not one hfmem wrote
+            return None
         if (raw.get("format") != DIGEST_FORMAT or raw.get("hfmem") != __version__
                 or raw.get("counting") != COUNTING_VERSION):
             return None
@@ -123,5 +135,5 @@ def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoi
             sha=raw["sha"],
             counted=params,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None

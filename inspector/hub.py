@@ -216,14 +216,28 @@ class HubClient:
         from .cache import build_sessions
 
         try:
-            self._built.append(build_sessions(offline=self.offline, pool_size=self.concurrency,
-                                              warn=self.warnings.append))
+            sessions = build_sessions(offline=self.offline, pool_size=self.concurrency, warn=self.warnings.append)
         except BaseException as e:  # raised where a session is first needed
             self._build_error.append(e)
+            return
+        with self._builder_lock:
+            if not self._built:  # (else the run gave up waiting and goes on without the cache)
+                self._built.append(sessions)
 
     def _sessions(self) -> tuple[Any, Any]:
+        from .cache import OPEN_WAIT_S, _uncached
+
         self._start_building()
-        self._builder.join()
+        left = 0.0
+        if self._builder.is_alive():
+            # Never waited on past the deadline or OPEN_WAIT_S: a cache stuck on a lock or a disk
+            # (issue 16: the run hung there, whatever --timeout said) costs only its speed.
+            left = OPEN_WAIT_S if self.deadline is None else min(OPEN_WAIT_S, self.deadline - time.monotonic())
+            self._builder.join(max(0.0, left))
+        with self._builder_lock:
+            if not self._built and not self._build_error:
+                self._built.append(_uncached(self.concurrency, self.warnings.append,
+                                             TimeoutError(f"it did not open within {max(0.0, left):.3g} s")))
         if self._build_error:
             raise self._build_error[0]
         return self._built[-1]
@@ -842,7 +856,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # The commit's snapshot is written as the headers arrive, and put in place once everything is
     # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
-    with (_snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext()) as snapshot, \
+    with (_snapshot_writer(repo_id, revision, sha, warnings) if not source.filename else nullcontext()) as snapshot, \
             stopping_executor(1) as parser, WorkerPool() as processes:
         # The JSON files, and the tasks that parse them, have threads of their own beside the shard
         # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
@@ -951,11 +965,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             tallies=tallies,
         )
         _ = cp.weight_files  # validates the index before anything is saved
-        if snapshot is not None and not snapshot.failed:
-            try:
-                snapshot.commit(listing, json_files, {n: f.result() for n, f in json_futures.items()})
-            except OSError:
-                pass  # an unwritable cache only costs speed
+        cp = _commit_snapshot(cp, snapshot, {n: f.result() for n, f in json_futures.items()})
     return cp
 
 
@@ -1049,17 +1059,35 @@ def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
             save_digest(path, cp, params)
 
 
-def _snapshot_writer(repo_id: str, revision: str, sha: str) -> AbstractContextManager[SnapshotWriter | None]:
-    """The writer of a commit's snapshot in the cache, or None where the cache cannot be written."""
-    from .cache import _private_dir, snapshot_path
+def _snapshot_writer(repo_id: str, revision: str, sha: str,
+                     warnings: list[str]) -> AbstractContextManager[SnapshotWriter | None]:
+    """The writer of a commit's snapshot in the cache, or None (and a warning) where the cache
+    cannot be written."""
+    from .cache import _private_dir, disk_warning, snapshot_path
     from .checkpoint import SnapshotWriter
 
     path = snapshot_path(repo_id, sha)
     try:
         _private_dir(path.parent)
         return SnapshotWriter(path, repo_id=repo_id, revision=revision, sha=sha)
-    except OSError:
+    except OSError as e:
+        warnings.append(disk_warning(e))
         return nullcontext()
+
+
+def _commit_snapshot(cp: Checkpoint, snapshot: SnapshotWriter | None, json_text: Mapping[str, bytes]) -> Checkpoint:
+    """Put the commit's snapshot in place; a disk that refused it (now or mid-run: full, read-only)
+    only costs the next run's speed, and is said in one warning."""
+    from .cache import disk_warning
+
+    if snapshot is None:
+        return cp
+    if not snapshot.failed:
+        try:
+            snapshot.commit(cp.files, cp.json_files, json_text)
+        except OSError:
+            pass  # (recorded as snapshot.error)
+    return _with_warnings(cp, [disk_warning(snapshot.error)]) if snapshot.error is not None else cp
 
 
 def _keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,

@@ -1,14 +1,19 @@
 """Read a model from disk: a model directory (or a snapshot folder of the HF cache) or one file.
 
-Only headers are read: a 100 GB shard costs one small read, never a full load.
+Only headers are read: a 100 GB shard costs one small read, never a full load. Every file is
+checked to be a regular file before it is read (a FIFO would block, /dev/zero never end), and no
+read is longer than its limit, stated where it is set (issue 16).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from .cache import MAX_JSON_BYTES  # the largest JSON file read, as from the Hub (no HTTP import)
 from .checkpoint import (
     METADATA_FILES,
     Checkpoint,
@@ -17,16 +22,58 @@ from .checkpoint import (
     plan_weights,
     shards_from_index,
 )
-from .errors import ConfigError, EntryNotFound, HeaderError
+from .errors import ConfigError, EntryNotFound, HeaderError, UsageError
 from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
 from .source import Source, SourceKind
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """`path` opened for reading if it is a regular file (through any symlinks); UsageError for a
+    FIFO, a device, a socket, a directory or a symlink loop, none of them opened. OSError otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UsageError(f"{path}: a symbolic link that loops") from None
+        raise
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: {_kind(mode)}, not a regular file; hfmem reads only files")
+    # O_NONBLOCK: were it swapped for a FIFO since, opening it still returns at once (no effect on a file's reads).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{path}: {_kind(mode)}, not a regular file; hfmem reads only files")
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, refused (ConfigError, exit 6) when longer than `limit`: no more than
+    limit + 1 bytes are ever read, whatever the file claims or grows to."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{path}: {what} larger than {limit:,} bytes, hfmem's limit; refused")
+    return data
 
 
 def read_header_file(path: Path) -> Header:
     """Parse the header of one local .safetensors file (two small reads)."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
             prefix = f.read(PREFIX_BYTES)
             try:
                 n = read_length_prefix(prefix)
@@ -44,7 +91,7 @@ def read_header_file(path: Path) -> Header:
 
 def _read_json(path: Path) -> Any:
     try:
-        return load_config_json(path.read_bytes(), path.name)
+        return load_config_json(read_regular(path, MAX_JSON_BYTES, "a JSON file"), path.name)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
 
@@ -77,11 +124,8 @@ def _read_file(path: Path) -> Checkpoint:
 def _read_dir(source: Source) -> Checkpoint:
     root = source.path
     assert root is not None
-    files: dict[str, int | None] = {}
-    for entry in os.scandir(root):
-        # HF cache snapshot folders hold symlinks into blobs/: follow them.
-        if entry.is_file():
-            files[entry.name] = entry.stat().st_size
+    files, others = _scan(root)
+    _refuse_needed(root, others)
     plan = plan_weights(files)
     json_files: dict[str, Any] = {}
     for name in (*METADATA_FILES, plan.index_file):
@@ -106,3 +150,34 @@ def _read_dir(source: Source) -> Checkpoint:
         local_path=str(root),
         warnings=() if "config.json" in files else (f"{root}: no config.json; counting tensors only",),
     )
+
+
+def _scan(root: Path) -> tuple[dict[str, int | None], dict[str, str]]:
+    """The folder's regular files (through symlinks: an HF cache snapshot folder is made of links
+    into blobs/) with their sizes, and what the other entries are (a FIFO, a link that loops...)."""
+    files: dict[str, int | None] = {}
+    others: dict[str, str] = {}
+    try:
+        entries = list(os.scandir(root))
+    except OSError as e:
+        raise UsageError(f"{root}: cannot list the folder ({e.strerror})") from None
+    for entry in entries:
+        try:
+            st = entry.stat()  # (follows a symlink)
+        except OSError as e:
+            if entry.is_symlink():  # a link that loops or leads nowhere: as if absent, unless needed
+                others[entry.name] = "a symbolic link that loops" if e.errno == errno.ELOOP else "a broken link"
+            continue
+        if stat.S_ISREG(st.st_mode):
+            files[entry.name] = st.st_size
+        else:
+            others[entry.name] = _kind(st.st_mode)
+    return files, others
+
+
+def _refuse_needed(root: Path, others: dict[str, str]) -> None:
+    """UsageError when a file the model may need (config, index, weights) is there but is no regular
+    file: read as absent, the model would be counted wrong without a word."""
+    for name, kind in sorted(others.items()):
+        if name in METADATA_FILES or name.endswith((".safetensors", ".index.json", ".bin")):
+            raise UsageError(f"{root / name}: {kind}, not a regular file; hfmem reads only files")
