@@ -13,7 +13,7 @@ Settings, all explicit (see shared/STYLE.md habit 8):
   snapshot holds them. A 200 answering a Range (a server ignoring it) is never cached, so a
   multi-GB body is never read to its end;
 - redirects are never cached (the Hub's point at expiring signed CDN URLs);
-- refs (where a branch points) are kept per endpoint host; snapshots and digests per commit;
+- refs (where a branch points), snapshots and digests are kept per endpoint (scheme and host);
 - a damaged database is deleted and rebuilt, an unwritable directory means running uncached,
   each with a warning;
 - the cache directory is 0700 and its files 0600: it may hold a gated model's metadata;
@@ -460,18 +460,31 @@ def load_ref(repo_id: str, revision: str, *, max_age_s: float | None = None) -> 
 
 
 def _ref_path(repo_id: str, revision: str) -> Path:
-    """refs/<endpoint host>/models--org--name/<revision>: where a branch points depends on which
-    Hub or mirror answered (HF_ENDPOINT), so each keeps its own; a commit's snapshot does not."""
-    from urllib.parse import quote, urlsplit
+    """refs/<endpoint>/models--org--name/<revision>: where a branch points depends on which Hub or
+    mirror answered (HF_ENDPOINT), so each keeps its own."""
+    from urllib.parse import quote
 
-    from .hub import endpoint  # (HF_ENDPOINT less any user:password: never in a file name)
-
-    host = urlsplit(endpoint()).netloc or "default"
-    return cache_dir() / "refs" / quote(host, safe="") / repo_folder(repo_id) / (quote(revision, safe="") or "main")
+    return cache_dir() / "refs" / _endpoint_folder() / repo_folder(repo_id) / (quote(revision, safe="") or "main")
 
 
 def snapshot_path(repo_id: str, sha: str) -> Path:
-    return cache_dir() / "snapshots" / repo_folder(repo_id) / f"{sha}.json"
+    """snapshots/<endpoint>/models--org--name/<sha>.json: a commit's snapshot as one endpoint
+    served it. A mirror can answer anything for a sha (a stale copy, a hostile one): its answer is
+    never served for another endpoint (issue 16)."""
+    return cache_dir() / "snapshots" / _endpoint_folder() / repo_folder(repo_id) / f"{sha}.json"
+
+
+def _endpoint_folder() -> str:
+    """The endpoint's host[:port], one quoted folder name (no user:password: `hub.endpoint` drops
+    it). An http:// endpoint is apart from an https:// one on the same host (`http+host`): the two
+    are different servers as far as hfmem can tell."""
+    from urllib.parse import quote, urlsplit
+
+    from .hub import endpoint
+
+    parts = urlsplit(endpoint())
+    host = parts.netloc or "default"
+    return quote(host if parts.scheme != "http" else f"http+{host}", safe="+")
 
 
 # --- `hfmem cache info|clear|prune` ----------------------------------------------------------
