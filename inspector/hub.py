@@ -1072,11 +1072,12 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
     with (_snapshot_writer(repo_id, revision, sha) if not source.filename else nullcontext()) as snapshot, \
-            stopping_executor(1) as parser, WorkerPool() as processes:
+            stopping_executor(1, deadline) as parser, WorkerPool(deadline) as processes:
         # The JSON files, and the tasks that parse them, have threads of their own beside the shard
         # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
         # behind the others, and DeepSeek-V3's 163 shards over 64 threads took 8 layers, not 7.
-        with stopping_executor(len(wanted_json) + 2) as meta, stopping_executor(max(1, workers)) as pool:
+        with stopping_executor(len(wanted_json) + 2, deadline) as meta, \
+                stopping_executor(max(1, workers), deadline) as pool:
             # 2. every small JSON file at once
             json_futures: dict[str, Future[bytes]] = {
                 n: meta.submit(client.read_file, repo_id, sha, n) for n in wanted_json
@@ -1134,7 +1135,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                 shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
                 done = 0
                 for name, fut in shard_futures.items():
-                    task = fut.result()
+                    task = _result(fut, deadline, repo_id)
                     if task is not None:
                         data, parsing = task
                         parsed = processes.wait(parsing)
@@ -1146,10 +1147,10 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     if progress:
                         progress(done, len(shard_futures))
             if grouped is not None:
-                grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
+                _result(grouped, deadline, repo_id)  # the index, parsed by the grouping task (its error shows here)
             for name, fut in json_futures.items():
                 if name not in json_files:
-                    json_files[name] = load_config_json(fut.result(), name)
+                    json_files[name] = load_config_json(_result(fut, deadline, repo_id), name)
             json_files = {n: json_files[n] for n in json_futures}  # in a stable order
             if plan.format == "safetensors" and plan.index_file:
                 # A shard the index names but whose name the file list did not suggest: read it now.
@@ -1189,7 +1190,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 
 
 @contextmanager
-def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
+def stopping_executor(max_workers: int, deadline: float | None = None) -> Iterator[ThreadPoolExecutor]:
     """A thread pool whose block, when it fails, cancels the tasks not yet started: a failed read
     ends once the requests in flight do, not after every other shard of the model was read (as
     `with ThreadPoolExecutor` would), and Ctrl-C leaves it at once, without waiting for those. (The
@@ -1201,9 +1202,24 @@ def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Past the deadline a thread still running (stuck where no timeout reaches) is not waited for.
+        late = deadline is not None and time.monotonic() >= deadline
+        pool.shutdown(wait=not late, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _result(future: Future[Any], deadline: float | None, what: str) -> Any:
+    """A future's result, waited for until the deadline and DEADLINE_SLACK_S more at most: every
+    request is cut at the deadline, so a task still running then is stuck (a DNS lookup, a lock)."""
+    if deadline is None:
+        return future.result()
+    from concurrent.futures import TimeoutError as FutureTimeout  # (3.10: not the builtin)
+
+    try:
+        return future.result(timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK_S)
+    except FutureTimeout:
+        raise NetworkError(f"{what}: gave up at the --timeout deadline (a read did not end)") from None
 
 
 def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[str, Any]) -> dict[str, list[str]]:

@@ -553,3 +553,13 @@ def test_offline_after_a_ctrl_c_mid_read_is_exit_8(fake_hub, capsys, monkeypatch
     capsys.readouterr()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert run([QWEN110, "--json"]) == 8
+
+
+def test_a_hung_worker_process_is_given_up_at_the_deadline(fake_hub, baseline, capsys, monkeypatch) -> None:
+    """A worker that never answers (here: one that sleeps) is killed at --timeout, not after
+    workers.WAIT_S (30 s), and its shards parsed in this process: the exact answer, in time."""
+    monkeypatch.setenv("HFMEM_PARSE_WORKERS", "1")
+    monkeypatch.setattr("inspector.workers._BOOT", "import time; time.sleep(3600)")
+    started = time.monotonic()
+    assert exact(capsys, [QWEN110, "--timeout", "4"]) == baseline[QWEN110]
+    assert time.monotonic() - started < 20  # the deadline (4 s) and slack, with a margin for a loaded machine
