@@ -13,7 +13,7 @@ Settings, all explicit (see shared/STYLE.md habit 8):
   snapshot holds them. A 200 answering a Range (a server ignoring it) is never cached, so a
   multi-GB body is never read to its end;
 - redirects are never cached (the Hub's point at expiring signed CDN URLs);
-- refs (where a branch points) are kept per endpoint host; snapshots and digests per commit;
+- refs (where a branch points), snapshots and digests are kept per endpoint (scheme and host);
 - a damaged database is deleted and rebuilt; an unwritable directory, a full or read-only disk, or
   a write lock held past LOCK_WAIT_S means running uncached, each with a warning;
 - the folder gets a CACHEDIR.TAG when hfmem creates it (bford.info/cachedir: backup tools skip it);
@@ -563,18 +563,31 @@ def load_ref(repo_id: str, revision: str, *, max_age_s: float | None = None) -> 
 
 
 def _ref_path(repo_id: str, revision: str) -> Path:
-    """refs/<endpoint host>/models--org--name/<revision>: where a branch points depends on which
-    Hub or mirror answered (HF_ENDPOINT), so each keeps its own; a commit's snapshot does not."""
-    from urllib.parse import quote, urlsplit
+    """refs/<endpoint>/models--org--name/<revision>: where a branch points depends on which Hub or
+    mirror answered (HF_ENDPOINT), so each keeps its own."""
+    from urllib.parse import quote
 
-    from .hub import endpoint  # (HF_ENDPOINT less any user:password: never in a file name)
-
-    host = urlsplit(endpoint()).netloc or "default"
-    return cache_dir() / "refs" / quote(host, safe="") / repo_folder(repo_id) / (quote(revision, safe="") or "main")
+    return cache_dir() / "refs" / _endpoint_folder() / repo_folder(repo_id) / (quote(revision, safe="") or "main")
 
 
 def snapshot_path(repo_id: str, sha: str) -> Path:
-    return cache_dir() / "snapshots" / repo_folder(repo_id) / f"{sha}.json"
+    """snapshots/<endpoint>/models--org--name/<sha>.json: a commit's snapshot as one endpoint
+    served it. A mirror can answer anything for a sha (a stale copy, a hostile one): its answer is
+    never served for another endpoint (issue 16)."""
+    return cache_dir() / "snapshots" / _endpoint_folder() / repo_folder(repo_id) / f"{sha}.json"
+
+
+def _endpoint_folder() -> str:
+    """The endpoint's host[:port], one quoted folder name (no user:password: `hub.endpoint` drops
+    it). An http:// endpoint is apart from an https:// one on the same host (`http+host`): the two
+    are different servers as far as hfmem can tell."""
+    from urllib.parse import quote, urlsplit
+
+    from .hub import endpoint
+
+    parts = urlsplit(endpoint())
+    host = parts.netloc or "default"
+    return quote(host if parts.scheme != "http" else f"http+{host}", safe="+")
 
 
 # --- `hfmem cache info|clear|prune` ----------------------------------------------------------
@@ -584,7 +597,8 @@ def snapshot_path(repo_id: str, sha: str) -> Path:
 #: What hfmem writes at the top of its cache folder, and nothing else.
 _TOP_NAMES = frozenset({"http.sqlite", "http.sqlite-wal", "http.sqlite-shm", "http.sqlite-journal",
                         CACHEDIR_TAG, "snapshots", "refs"})
-#: snapshots/models--org--name/: a commit's snapshot and digest.
+#: snapshots/<endpoint>/models--org--name/: a commit's snapshot and digest (snapshots/models--org--name/
+#: before they were kept per endpoint: such a cache still clears).
 _SNAPSHOT_FILE = re.compile(r"^[0-9a-f]{40}\.(?:digest\.)?json$")
 #: refs/<host>/models--org--name/<revision>: a quoted revision (urllib's `quote(..., safe="")`).
 _REF_FILE = re.compile(r"^[A-Za-z0-9_.~%-]+$")
@@ -652,7 +666,7 @@ def _ours(entry: os.DirEntry[str], top: str, depth: int, now: float) -> bool:
     if _TEMP_FILE.match(entry.name):
         return _is_leftover(entry, now)
     if top == "snapshots":
-        return depth == 2 and bool(_SNAPSHOT_FILE.match(entry.name))
+        return depth in (2, 3) and bool(_SNAPSHOT_FILE.match(entry.name))
     return top == "refs" and bool(_REF_FILE.match(entry.name))
 
 
@@ -719,7 +733,7 @@ def cache_info() -> dict[str, object]:
     """What the cache holds: its folder, total bytes, HTTP responses, snapshots and branch refs."""
     root = cache_dir()
     snapshots = [e for e, depth in _walk(root / "snapshots")
-                 if depth == 2 and e.name.endswith(".json") and not e.name.endswith(".digest.json")]
+                 if depth in (2, 3) and e.name.endswith(".json") and not e.name.endswith(".digest.json")]
     info: dict[str, object] = {
         "path": str(root),
         "bytes": _bytes(root),

@@ -73,6 +73,19 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
+#: The tree API's pages followed at most (1000 files a page on the Hub): a million files, our policy.
+MAX_TREE_PAGES = 1000
+#: HF_HUB_DOWNLOAD_TIMEOUT beyond this is taken as this (a socket refuses an inf or 1e308 timeout).
+MAX_TIMEOUT_S = 3600.0
+#: How long past the --timeout deadline a wait on a stuck thread or worker lasts before the read
+#: gives up on it (its request is cut at the deadline; this covers the cut's own round). Our policy.
+DEADLINE_SLACK_S = 2.0
+#: Content codings we ask for on metadata reads and decode ourselves, within the body's limit
+#: (header Range reads ask for none). More layers than this in one answer are refused (our policy).
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_CODINGS = 4
+#: Sizes and byte positions from a server above this (2**63 - 1) are malformed, not a file.
+MAX_FILE_BYTES = 2**63 - 1
 #: Connections to the Hub opened while the revision call is in flight, beside its own: the second
 #: layer (config.json, the index and the first weight files' redirects) then waits on no TCP and TLS
 #: handshakes, two round trips on the real Hub (`bench/run.py --connect-latency`). A model of more
@@ -149,11 +162,16 @@ def _env_int(name: str, default: int) -> int:
 
 
 def timeout_s() -> float:
+    """HF_HUB_DOWNLOAD_TIMEOUT in seconds; a value that is no positive finite number (nan, inf, -1,
+    abc) is ignored, as huggingface_hub would fail on it, and one beyond MAX_TIMEOUT_S is capped."""
     raw = os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT")
     try:
-        return float(raw) if raw else DEFAULT_TIMEOUT_S
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
     except ValueError:
         return DEFAULT_TIMEOUT_S
+    if not 0 < value < float("inf"):  # (False for nan too)
+        return DEFAULT_TIMEOUT_S
+    return min(value, MAX_TIMEOUT_S)
 
 
 @dataclass
@@ -182,6 +200,12 @@ class HubClient:
             self.login = None
         self.base = base.rstrip("/")
         self.host = urlsplit(self.base).netloc
+        # The token (or the mirror's login) goes to this origin only: scheme, host and port alike.
+        self.origin = _origin_key(self.base)
+        if self.origin is None:
+            from .errors import UsageError
+
+            raise UsageError(f"HF_ENDPOINT is not an http:// or https:// URL with a host: {self.base[:80]!r}")
         self.token = token
         self.offline = offline
         self.refresh = refresh
@@ -262,10 +286,7 @@ class HubClient:
             r = self._get_once(url, what=what, byte_range=byte_range, expire_never=expire_never, force=force,
                                plain=plain)
             if r.status in (301, 302, 303, 307, 308):
-                location = r.headers.get("Location")
-                if not location:
-                    raise NetworkError(f"{what}: redirect without a Location from {urlsplit(url).netloc}")
-                url = urljoin(url, location)
+                url = _redirect_target(url, r.headers.get("Location"), what)
                 expire_never = True  # a redirect target is content-addressed or pinned
                 continue
             if url != start and expire_never and r.status < 400:
@@ -285,8 +306,14 @@ class HubClient:
         headers = {"User-Agent": _user_agent()}
         # The token goes to the endpoint's host only: a CDN host never sees it. A mirror's own
         # user:password (in HF_ENDPOINT) takes its place there, as requests did with it in the URL.
-        if (self.login or self.token) and urlsplit(url).netloc == self.host:
+        # Same origin means scheme, host and port: a redirect to http:// on the same host never gets
+        # it (one from https:// is refused outright, `_redirect_target`), nor another port's server.
+        if (self.login or self.token) and _origin_key(url) == self.origin:
             headers["Authorization"] = self.login or f"Bearer {self.token}"
+        # A header read asks for no content coding (its bytes are counted against the Range); the
+        # JSON may come compressed. Either way what arrives is decoded within the body's limit.
+        headers["Accept-Encoding"] = "identity" if byte_range is not None else ACCEPT_ENCODING
+        limit = _body_limit(byte_range)
         if byte_range is not None:
             # HTTP ranges are inclusive at both ends (RFC 9110 14.1.2): bytes=0-7 is 8 bytes.
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
@@ -302,6 +329,8 @@ class HubClient:
         kwargs: dict[str, Any] = {"expire_after": never} if never is not None else {}
         if force and not self.offline and cached:
             kwargs["force_refresh"] = True
+        if cached:  # requests-cache reads a body whole to save it: decoded here first, within the limit
+            kwargs["hooks"] = {"response": _decode_before_caching(limit, what)}
         delay = 0.5
         host = urlsplit(url).netloc
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -314,7 +343,9 @@ class HubClient:
                 else:
                     raw = self._send_plain(session, url, headers, timeout)
                 from_cache = bool(getattr(raw, "from_cache", False))
-                if raw.status_code == 504 and self.offline and not from_cache:
+                # Offline, every 504 is requests-cache's own "not cached" (a CachedResponse with no
+                # body, from_cache true): an answer never cached after a failed or cut read online.
+                if raw.status_code == 504 and self.offline:
                     raw.close()
                     raise OfflineMiss(f"offline and not in the cache: {what}")
                 if raw.status_code in (429, 500, 502, 503, 504) and attempt < MAX_ATTEMPTS:
@@ -323,7 +354,7 @@ class HubClient:
                     self._sleep(wait, what, host)
                     delay *= 2
                     continue
-                body = _read_limited(raw, byte_range, self.deadline, what)
+                body = _read_limited(raw, byte_range, self.deadline, what, limit)
                 return Response(raw.status_code, raw.headers, body, url, from_cache)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError) as e:
@@ -500,28 +531,35 @@ class HubClient:
             raise NetworkError(f"{repo_id}@{revision}: the Hub's answer has no commit sha")
         siblings = info.get("siblings")
         if isinstance(siblings, list):
-            files = {s["rfilename"]: s.get("size") for s in siblings if isinstance(s, dict) and "rfilename" in s}
-        else:
+            files = _file_list(siblings, "rfilename", f"file list of {repo_id}")
+        elif siblings is None:
             files = self.tree(repo_id, sha)
+        else:
+            raise NetworkError(f"file list of {repo_id}: the server's `siblings` is not a list")
         return sha, files
 
     def tree(self, repo_id: str, sha: str) -> dict[str, int | None]:
         """The tree API, following its `Link: rel="next"` pagination."""
         files: dict[str, int | None] = {}
+        what = f"file list of {repo_id}"
         url: str | None = hub_url(repo_id, revision=sha, api="tree", base=self.base)
-        pages = 0
-        while url and pages < 1000:
-            r = self.get(url, what=f"file list of {repo_id}", expire_never=True)
+        seen: set[str] = set()
+        while url:
+            if url in seen or len(seen) >= MAX_TREE_PAGES:
+                raise NetworkError(f"{what}: the server's pages {'loop' if url in seen else 'never end'} "
+                                   f"(after {len(seen)} pages)")
+            seen.add(url)
+            r = self.get(url, what=what, expire_never=True)
             raise_for_hub_status(r, repo_id=repo_id, revision=sha, authenticated=bool(self.token))
             try:
                 entries = json.loads(r.body)
-            except ValueError:
-                raise NetworkError(f"file list of {repo_id}: not JSON") from None
-            for e in entries if isinstance(entries, list) else []:
-                if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("path"), str):
-                    files[e["path"]] = e.get("size")
-            url = _next_link(r.headers.get("Link"), url)
-            pages += 1
+            except (ValueError, RecursionError):
+                raise NetworkError(f"{what}: not JSON") from None
+            if not isinstance(entries, list):
+                raise NetworkError(f"{what}: the server's page is not a JSON list")
+            files.update(_file_list([e for e in entries if isinstance(e, dict) and e.get("type") == "file"],
+                                    "path", what))
+            url = _next_link(r.headers.get("Link"), url, what)
         return files
 
     def read_file(self, repo_id: str, sha: str, filename: str) -> bytes:
@@ -537,8 +575,8 @@ class HubClient:
         what = f"{repo_id}/{filename}"
         last = SPECULATIVE_HEADER_BYTES - 1
         r = self._get_once(url, what=what, byte_range=(0, last), expire_never=True, force=False)
-        if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
-            return urljoin(url, r.headers["Location"])
+        if r.status in (301, 302, 303, 307, 308):
+            return _redirect_target(url, r.headers.get("Location"), what)
         raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename, authenticated=bool(self.token))
         return _range_body(r, 0, last, what)
 
@@ -636,7 +674,7 @@ class _Plain:
         return self.raw.headers  # (case-insensitive, as requests' are)
 
     def iter_content(self, chunk_size: int) -> Any:
-        return self.raw.stream(chunk_size, decode_content=True)
+        return self.raw.stream(chunk_size, decode_content=False)  # (decoded by `_read_limited`)
 
     def close(self) -> None:
         # As requests.Response.close: a body read to its end has already given its connection back
@@ -667,22 +705,34 @@ def _user_agent() -> str:
 
 
 def _retry_after(value: str | None, default: float) -> float:
+    """Retry-After's seconds, within 0..MAX_RETRY_AFTER_S; a date, nan or garbage: `default`."""
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else default
+        seconds = float(value) if value else default
     except ValueError:
         return default
+    if seconds != seconds:  # nan: no number at all
+        return default
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _body_limit(byte_range: tuple[int, int] | None) -> int:
+    """The most decoded bytes a request's body is read to: a Range's end (a server may ignore the
+    Range and send the file from its start), else MAX_JSON_BYTES and one more, to tell it was over."""
+    return byte_range[1] + 1 if byte_range is not None else MAX_JSON_BYTES + 1
 
 
 def _read_limited(raw: requests.Response | _Plain, byte_range: tuple[int, int] | None, deadline: float | None = None,
-                  what: str = "response") -> bytes:
+                  what: str = "response", limit: int | None = None) -> bytes:
     """The body, but never more than needed: a Range's bytes even when a server ignores the Range
     and starts a multi-GB 200 (the connection is then dropped), and at most MAX_JSON_BYTES of
-    anything else. A body still arriving at the deadline is abandoned."""
-    limit = byte_range[1] - byte_range[0] + 1 if byte_range is not None and raw.status_code == 206 else (
-        byte_range[1] + 1 if byte_range is not None else MAX_JSON_BYTES + 1)
+    anything else, counted after decoding (a few KB of nested gzip can decode to GBs: each layer is
+    decoded only as far as the limit). A body still arriving at the deadline is abandoned."""
+    limit = limit if limit is not None else _body_limit(byte_range)
+    if byte_range is not None and raw.status_code == 206:
+        limit = min(limit, byte_range[1] - byte_range[0] + 1)
     try:
         chunks, got = [], 0
-        for chunk in raw.iter_content(chunk_size=64 * 1024):
+        for chunk in _decoded_chunks(raw, limit, what):
             chunks.append(chunk)
             got += len(chunk)
             if got >= limit:
@@ -697,27 +747,206 @@ def _read_limited(raw: requests.Response | _Plain, byte_range: tuple[int, int] |
         raw.close()
 
 
+def _decoded_chunks(raw: Any, limit: int, what: str) -> Iterator[bytes]:
+    """The body's chunks, decoded by us (never by urllib3 or requests, which decode a chunk whole)."""
+    if getattr(raw, "from_cache", False) or getattr(raw, "_content_consumed", False):
+        content = getattr(raw, "_content", None)  # decoded already, within its limit, or cached so
+        yield (content or b"")[: limit + 1]
+        return
+    stream = raw.raw.stream(64 * 1024, decode_content=False) if not isinstance(raw, _Plain) \
+        else raw.iter_content(64 * 1024)
+    decoder = _Decoder.of(raw.headers.get("Content-Encoding"), limit, what)
+    for chunk in stream:
+        yield decoder.feed(chunk) if decoder is not None else chunk
+        if decoder is not None and decoder.full:
+            return
+
+
+def _decode_before_caching(limit: int, what: str) -> Callable[..., Any]:
+    """A response hook for the cached sessions: requests-cache reads the whole body to save it
+    (`response.content`, decoded by urllib3 at once), so a compressed body is read here first,
+    decoded within `limit`, and left in the response as its content."""
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> Any:
+        if (getattr(response, "from_cache", False) or response._content_consumed
+                or not _codings(response.headers.get("Content-Encoding"))):
+            return response  # (a plain body is read as far as its Content-Length, at most the limit)
+        try:
+            chunks, got = [], 0
+            for chunk in _decoded_chunks(response, limit, what):
+                chunks.append(chunk)
+                got += len(chunk)
+                if got >= limit:
+                    break
+        except BaseException:
+            response.close()
+            raise
+        response._content = b"".join(chunks)[:limit]
+        response._content_consumed = True
+        response.close()
+        return response
+
+    return hook
+
+
+def _codings(header: str | None) -> list[str]:
+    return [c for c in (p.strip().lower() for p in (header or "").split(",")) if c and c != "identity"]
+
+
+class _Decoder:
+    """Content codings undone layer by layer (RFC 9110 8.4: listed in the order applied), each
+    layer's output capped at `limit` bytes: a decompression bomb costs `limit` bytes of memory per
+    layer at most, never its decoded size. Once a layer reaches the cap, `full` is set and the
+    rest of the body is not read."""
+
+    def __init__(self, codings: list[str], limit: int, what: str) -> None:
+        import zlib
+
+        self.limit, self.what, self.full = limit, what, False
+        self.layers = []
+        for c in reversed(codings):
+            if c in ("gzip", "x-gzip"):
+                self.layers.append([16 + zlib.MAX_WBITS, zlib.decompressobj(16 + zlib.MAX_WBITS), 0, b""])
+            elif c == "deflate":
+                self.layers.append([zlib.MAX_WBITS, zlib.decompressobj(zlib.MAX_WBITS), 0, b""])
+            else:
+                raise NetworkError(f"{what}: the server sent the body as {c[:20]!r}, which hfmem did not ask for")
+
+    @classmethod
+    def of(cls, header: str | None, limit: int, what: str) -> _Decoder | None:
+        codings = _codings(header)
+        if len(codings) > MAX_CODINGS:
+            raise NetworkError(f"{what}: the server sent the body in {len(codings)} layers of content coding")
+        return cls(codings, limit, what) if codings else None
+
+    def feed(self, data: bytes) -> bytes:
+        import zlib
+
+        for layer in self.layers:
+            try:
+                data = self._layer(layer, data, zlib)
+            except zlib.error:
+                raise NetworkError(f"{self.what}: the server sent a broken compressed body") from None
+        return data
+
+    def _layer(self, layer: list[Any], data: bytes, zlib: Any) -> bytes:
+        wbits, d, produced, first = layer
+        out = []
+        while data and not self.full:
+            budget = self.limit - produced
+            if budget <= 0:
+                self.full = True
+                break
+            try:
+                piece = d.decompress(data, budget)
+            except zlib.error:
+                if wbits != zlib.MAX_WBITS or produced or first:
+                    raise
+                # A "deflate" body without its zlib header (raw deflate), as some servers send it.
+                wbits = layer[0] = -zlib.MAX_WBITS
+                d = layer[1] = zlib.decompressobj(wbits)
+                continue
+            layer[3] = first = first or bool(piece)
+            out.append(piece)
+            produced += len(piece)
+            if d.unconsumed_tail:
+                self.full = produced >= self.limit
+                data = d.unconsumed_tail
+                if not piece and not self.full:
+                    break
+                continue
+            if d.eof and d.unused_data and wbits > 16:  # gzip's next member (concatenated files)
+                data = d.unused_data
+                d = layer[1] = zlib.decompressobj(wbits)
+                continue
+            break
+        layer[2] = produced
+        return b"".join(out)
+
+
 def _range_body(r: Response, first: int, last: int, what: str) -> tuple[bytes, int | None]:
     """(bytes starting at `first`, file size) from a 206 or a 200 that ignored the Range."""
     if r.status == 206:
-        m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", r.headers.get("Content-Range", ""))
-        if not m or int(m[1]) != first or int(m[2]) > last or int(m[2]) - int(m[1]) + 1 != len(r.body):
+        # (19 digits at most: a 400-digit position is no file's; int() of 4,300 digits raises)
+        m = re.fullmatch(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)", r.headers.get("Content-Range", ""))
+        size = int(m[3]) if m and m[3] != "*" else None
+        if (not m or int(m[1]) != first or int(m[2]) > last or int(m[2]) - int(m[1]) + 1 != len(r.body)
+                or size is not None and not int(m[2]) < size <= MAX_FILE_BYTES):
             raise NetworkError(f"{what}: the server's Content-Range does not match what it sent")
-        return r.body, (int(m[3]) if m[3] != "*" else None)
+        return r.body, size
     if r.status == 200:
-        length = r.headers.get("Content-Length")
-        size = int(length) if length and length.isdigit() else None
-        return r.body[first : last + 1], size
+        length = r.headers.get("Content-Length") or ""
+        valid = re.fullmatch(r"[0-9]{1,19}", length) and int(length) <= MAX_FILE_BYTES
+        return r.body[first : last + 1], int(length) if valid else None
     if r.status == 416:
         return b"", None  # the file is shorter than the range start
     raise NetworkError(f"{what}: unexpected HTTP {r.status}")
 
 
-def _next_link(link: str | None, current: str) -> str | None:
+def _next_link(link: str | None, current: str, what: str = "file list") -> str | None:
     if not link:
         return None
     m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
-    return urljoin(current, m[1]) if m else None
+    return _checked_url(current, m[1], what, "a next page at") if m else None
+
+
+def _origin_key(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port filled in; None for any other URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _checked_url(current: str, reference: str | None, what: str, named: str) -> str:
+    """`reference` (a Location or Link target) made absolute against `current`, refused (one line,
+    exit 7) unless it is a well-formed http(s) URL: never a file://, an ftp:// or a malformed one."""
+    host = urlsplit(current).netloc
+    if not reference or not reference.isprintable() or any(c.isspace() for c in reference):
+        raise NetworkError(f"{what}: {host} sent {named} a malformed address; refused")
+    try:
+        target = urljoin(current, reference)
+    except ValueError:
+        target = ""
+    if _origin_key(target) is None:
+        scheme = urlsplit(target).scheme if "://" in target else ""
+        kind = f"a {scheme}:// address" if scheme and scheme.isalnum() else "a malformed address"
+        raise NetworkError(f"{what}: {host} sent {named} {kind[:40]}; refused")
+    return target
+
+
+def _redirect_target(current: str, location: str | None, what: str) -> str:
+    """Where a redirect leads, checked (`_checked_url`); a redirect from https:// to plain http://
+    is refused outright: what follows it (the token, a mirror's login, the answer) would travel in
+    clear text."""
+    target = _checked_url(current, location, what, "a redirect to")
+    if urlsplit(current).scheme == "https" and urlsplit(target).scheme == "http":
+        raise NetworkError(f"{what}: {urlsplit(current).netloc} redirected from https:// to plain http:// "
+                           f"({urlsplit(target).netloc}); refused")
+    return target
+
+
+def _file_list(entries: list[Any], key: str, what: str) -> dict[str, int | None]:
+    """{name: size or None} of the API's file entries; a name that is no plain relative path (not
+    a string, `..`, absolute, a control character) or a size that is no byte count is a broken
+    answer (exit 7): a name goes into URLs and file names."""
+    files: dict[str, int | None] = {}
+    for e in entries:
+        if not isinstance(e, dict) or key not in e:
+            continue
+        name, size = e[key], e.get("size")
+        if not (isinstance(name, str) and name.isprintable() and "\\" not in name and len(name) <= 1000
+                and all(p not in ("", ".", "..") for p in name.split("/"))):
+            raise NetworkError(f"{what}: the server names a file {str(name)[:60]!r}, which is no file name in a repo")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or not 0 <= size <= MAX_FILE_BYTES):
+            raise NetworkError(f"{what}: the server gives {name[:60]!r} the size {str(size)[:30]!r}")
+        files[name] = size
+    return files
 
 
 def _json_body(r: Response, what: str) -> dict[str, Any]:
@@ -857,11 +1086,12 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
     with (_snapshot_writer(repo_id, revision, sha, warnings) if not source.filename else nullcontext()) as snapshot, \
-            stopping_executor(1) as parser, WorkerPool() as processes:
+            stopping_executor(1, deadline) as parser, WorkerPool(deadline) as processes:
         # The JSON files, and the tasks that parse them, have threads of their own beside the shard
         # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
         # behind the others, and DeepSeek-V3's 163 shards over 64 threads took 8 layers, not 7.
-        with stopping_executor(len(wanted_json) + 2) as meta, stopping_executor(max(1, workers)) as pool:
+        with stopping_executor(len(wanted_json) + 2, deadline) as meta, \
+                stopping_executor(max(1, workers), deadline) as pool:
             # 2. every small JSON file at once
             json_futures: dict[str, Future[bytes]] = {
                 n: meta.submit(client.read_file, repo_id, sha, n) for n in wanted_json
@@ -919,7 +1149,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                 shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
                 done = 0
                 for name, fut in shard_futures.items():
-                    task = fut.result()
+                    task = _result(fut, deadline, repo_id)
                     if task is not None:
                         data, parsing = task
                         parsed = processes.wait(parsing)
@@ -931,10 +1161,10 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                     if progress:
                         progress(done, len(shard_futures))
             if grouped is not None:
-                grouped.result()  # the index, parsed by the grouping task (an error in it surfaces here)
+                _result(grouped, deadline, repo_id)  # the index, parsed by the grouping task (its error shows here)
             for name, fut in json_futures.items():
                 if name not in json_files:
-                    json_files[name] = load_config_json(fut.result(), name)
+                    json_files[name] = load_config_json(_result(fut, deadline, repo_id), name)
             json_files = {n: json_files[n] for n in json_futures}  # in a stable order
             if plan.format == "safetensors" and plan.index_file:
                 # A shard the index names but whose name the file list did not suggest: read it now.
@@ -970,7 +1200,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 
 
 @contextmanager
-def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
+def stopping_executor(max_workers: int, deadline: float | None = None) -> Iterator[ThreadPoolExecutor]:
     """A thread pool whose block, when it fails, cancels the tasks not yet started: a failed read
     ends once the requests in flight do, not after every other shard of the model was read (as
     `with ThreadPoolExecutor` would), and Ctrl-C leaves it at once, without waiting for those. (The
@@ -982,9 +1212,24 @@ def stopping_executor(max_workers: int) -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Past the deadline a thread still running (stuck where no timeout reaches) is not waited for.
+        late = deadline is not None and time.monotonic() >= deadline
+        pool.shutdown(wait=not late, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _result(future: Future[Any], deadline: float | None, what: str) -> Any:
+    """A future's result, waited for until the deadline and DEADLINE_SLACK_S more at most: every
+    request is cut at the deadline, so a task still running then is stuck (a DNS lookup, a lock)."""
+    if deadline is None:
+        return future.result()
+    from concurrent.futures import TimeoutError as FutureTimeout  # (3.10: not the builtin)
+
+    try:
+        return future.result(timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK_S)
+    except FutureTimeout:
+        raise NetworkError(f"{what}: gave up at the --timeout deadline (a read did not end)") from None
 
 
 def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[str, Any]) -> dict[str, list[str]]:

@@ -166,9 +166,10 @@ class _Worker:
 class WorkerPool:
     """A few parsing processes, started on first need; `with` ends them (their stdin closes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         import threading
 
+        self.deadline = deadline  # time.monotonic() past which no worker is waited for (--timeout)
         self.lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._seq = 0
@@ -217,10 +218,12 @@ class WorkerPool:
     def wait(self, future: Future[Parsed]) -> Parsed:
         """A shard's parse; when it takes over WAIT_S, the workers are killed and what they held
         is parsed in this process (their readers hand it back), this shard included."""
+        import time
         from concurrent.futures import TimeoutError as FutureTimeout  # (3.10: not the builtin)
 
+        wait = WAIT_S if self.deadline is None else max(0.0, min(WAIT_S, self.deadline - time.monotonic()))
         try:
-            return future.result(timeout=WAIT_S)
+            return future.result(timeout=wait)
         except FutureTimeout:
             with self.lock:
                 self._failed = True

@@ -25,6 +25,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,6 +146,9 @@ class FakeHub:
         self.lowercase_headers = False  # header names as some servers and HTTP/2 gateways send them
         self.fail_next: list[tuple[int, dict[str, str]]] = []  # (status, headers) answered first
         self.faults: list[Fault] = []
+        # A hostile or broken server: (role, path, status, headers, body) -> what is sent instead.
+        # A Content-Length it sets is sent as given (the connection is then closed after the body).
+        self.rewrite: Callable[[str, str, int, dict[str, str], Any], tuple[int, dict[str, str], Any]] | None = None
         self._cdn_files: dict[str, VirtualFile] = {}
         self.hub = _QuietServer(("127.0.0.1", 0), self._handler("hub"))
         self.cdn = _QuietServer(("127.0.0.2", 0), self._handler("cdn"))
@@ -181,6 +185,7 @@ class FakeHub:
         self.lowercase_headers = False
         self.fail_next.clear()
         self.faults.clear()
+        self.rewrite = None
 
     def close(self) -> None:
         for server in (self.hub, self.cdn):
@@ -229,13 +234,16 @@ class FakeHub:
                 if fault and fault.kind == "slow":
                     time.sleep(fault.seconds)
                 status, headers, body = hub._answer(role, self)
+                if hub.rewrite is not None:
+                    status, headers, body = hub.rewrite(role, self.path, status, dict(headers), body)
+                    self.close_connection = "Content-Length" in headers
                 if fault and fault.kind == "wrong_range" and status == 206:
                     first, last, size = map(int, re.findall(r"\d+", headers["Content-Range"]))
                     headers["Content-Range"] = f"bytes {first + 8}-{last + 8}/{size}"
                 entry.status = status
                 self.send_response(status)
                 size = body.size if isinstance(body, VirtualFile) else len(body)
-                for k, v in {**headers, "Content-Length": str(size)}.items():
+                for k, v in {"Content-Length": str(size), **headers}.items():
                     self.send_header(k.lower() if hub.lowercase_headers else k, v)
                 self.end_headers()
                 if fault and fault.kind == "trickle":

@@ -387,3 +387,179 @@ def test_a_damaged_snapshot_beside_a_good_digest_is_read_again(fake_hub, capsys,
     snapshot.write_bytes(snapshot.read_bytes()[:-10])
     assert run([GPT2, "--revision", sha, "--save-snapshot", str(tmp_path / "s.json"), "-q"]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["headers"]
+
+
+# --- issue 16: bombs, malformed values, offline after a failed read -------------------------------
+
+
+def _gzip_bomb(decoded_mb: int) -> bytes:
+    """`gzip, gzip` of `decoded_mb` MiB of zeros in a few KB: 16 MiB members concatenated, gzipped again."""
+    import gzip as gz
+
+    member = gz.compress(b"\0" * (16 << 20), 9)
+    return gz.compress(member * (decoded_mb // 16), 9)
+
+
+@pytest.mark.parametrize("path", ["/revision/", "config.json", "/cdn/"], ids=["plain", "cached", "range"])
+def test_a_nested_gzip_bomb_is_refused_within_the_body_limit(fake_hub, capsys, monkeypatch, path) -> None:
+    import tracemalloc
+
+    bomb = _gzip_bomb(256)
+    assert len(bomb) < 64 * 1024
+    monkeypatch.setattr("inspector.hub.MAX_JSON_BYTES", 4 << 20)  # (the limit, lowered to keep this test small)
+
+    def compress(role, p, status, headers, body):
+        if path in p and status in (200, 206):
+            return status, {**headers, "Content-Encoding": "gzip, gzip"}, bomb
+        return status, headers, body
+
+    fake_hub.rewrite = compress
+    tracemalloc.start()
+    try:
+        code = run([GPT2, "--json"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code in (6, 7) and err.count("\n") == 1, err
+    assert peak < 48 << 20  # never the 256 MiB the bomb decodes to
+
+
+def test_a_gzipped_answer_within_the_limit_is_read(fake_hub, baseline, capsys) -> None:
+    import gzip as gz
+
+    def compress(role, p, status, headers, body):
+        if status == 200 and isinstance(body, bytes) and body:
+            return status, {**headers, "Content-Encoding": "gzip"}, gz.compress(body)
+        return status, headers, body
+
+    fake_hub.rewrite = compress
+    assert exact(capsys, [GPT2]) == baseline[GPT2]
+
+
+def _revision_with(**changes):
+    def rewrite(role, path, status, headers, body):
+        if "/revision/" in path and status == 200:
+            info = json.loads(body)
+            for key, value in changes.items():
+                if key == "size":
+                    for s in info["siblings"]:
+                        s["size"] = value
+                else:
+                    info[key] = value
+            return 200, headers, json.dumps(info).encode()
+        return status, headers, body
+    return rewrite
+
+
+@pytest.mark.parametrize("changes", [
+    {"siblings": [{"rfilename": 5}]}, {"siblings": [{"rfilename": None}]}, {"siblings": [{"rfilename": ["a"]}]},
+    {"siblings": [{"rfilename": {}}]}, {"siblings": [{"rfilename": "../../x.safetensors"}]},
+    {"siblings": {"a": 1}}, {"sha": 5}, {"sha": ["a" * 40]}, {"size": "12"}, {"size": -5}, {"size": 10**400},
+], ids=str)
+def test_malformed_api_fields_exit_7_in_one_line(fake_hub, capsys, changes) -> None:
+    fake_hub.rewrite = _revision_with(**changes)
+    no_number(capsys, [GPT2])
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "\x00", "file:///etc/passwd", "ftp://x/y",
+                                      "http://127.0.0.1:99999/x", "http://a b/"], ids=repr)
+def test_malformed_or_foreign_redirect_targets_are_refused_not_followed(fake_hub, capsys, no_backoff, location):
+    def redirect(role, path, status, headers, body):
+        return (status, {**headers, "Location": location}, body) if status == 302 else (status, headers, body)
+
+    fake_hub.rewrite = redirect
+    assert "refused" in no_number(capsys, [GPT2])
+    assert not [e for e in fake_hub.log if e.host == "cdn"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e308", "9" * 400])
+def test_any_retry_after_is_a_bounded_pause(fake_hub, baseline, capsys, monkeypatch, value) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("inspector.hub.time.sleep", pauses.append)
+    fake_hub.fail_next.append((429, {"Retry-After": value}))
+    assert exact(capsys, [GPT2]) == baseline[GPT2]
+    assert pauses and all(0 <= p <= 10 for p in pauses)  # (nan compares false with everything)
+
+
+@pytest.mark.parametrize("header,value", [("Content-Range", "bytes 0-{last}/" + "9" * 400),
+                                          ("Content-Range", "bytes 0-{last}/" + "9" * 5000),
+                                          ("Content-Length", "9" * 5000)])
+def test_400_digit_positions_are_a_broken_answer(fake_hub, capsys, monkeypatch, header, value) -> None:
+    def rewrite(role, path, status, headers, body):
+        if role == "cdn" and status in (200, 206):
+            last = len(body.read(0, 2**40)) - 1 if hasattr(body, "read") else len(body) - 1
+            return status, {**headers, header: value.format(last=last)}, body
+        return status, headers, body
+
+    fake_hub.ignore_range = header == "Content-Length"
+    fake_hub.rewrite = rewrite
+    code = run([GPT2, "--json"])
+    assert code in (0, 7) and capsys.readouterr().err.count("\n") <= 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e308"])
+def test_a_nonsense_download_timeout_is_ignored(fake_hub, baseline, capsys, monkeypatch, value) -> None:
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", value)
+    assert exact(capsys, [GPT2]) == baseline[GPT2]
+
+
+def test_a_looping_tree_pagination_exits_7(fake_hub, capsys) -> None:
+    fake_hub.omit_siblings = True
+
+    def loop(role, path, status, headers, body):
+        if "/tree/" in path:
+            return status, {**headers, "Link": f'<{fake_hub.endpoint}{path}>; rel="next"'}, body
+        return status, headers, body
+
+    fake_hub.rewrite = loop
+    assert "loop" in no_number(capsys, [GPT2])
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("reset", role="cdn", times=99), Fault("reset", role="hub", path="config.json", times=99),
+    Fault("truncate", role="hub", path="index.json", times=99), Fault("reset", role="hub", path="/revision/", times=99),
+], ids=["cdn-reset", "config-reset", "index-truncated", "revision-reset"])
+def test_offline_after_a_failed_read_is_exit_8_not_an_internal_error(fake_hub, capsys, monkeypatch, no_backoff,
+                                                                      fault) -> None:
+    """The cause (issue 16): offline, requests-cache's own "not cached" 504 is a response *from the
+    cache*, and it was read as a body (None)."""
+    fake_hub.faults.append(fault)
+    online = run([QWEN110, "--json"])
+    capsys.readouterr()
+    fake_hub.faults.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = run([QWEN110, "--json"])
+    err = capsys.readouterr().err
+    assert code == (0 if online == 0 else 8), err
+    assert code == 0 or err.startswith("hfmem: error: offline") and err.count("\n") == 1
+
+
+def test_offline_after_a_ctrl_c_mid_read_is_exit_8(fake_hub, capsys, monkeypatch) -> None:
+    import inspector.hub as hub
+
+    read = hub.HubClient.header_bytes
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(hub.HubClient, "header_bytes", interrupted)
+    assert run([QWEN110, "--json"]) != 0
+    monkeypatch.setattr(hub.HubClient, "header_bytes", read)
+    capsys.readouterr()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run([QWEN110, "--json"]) == 8
+
+
+def test_a_hung_worker_process_is_given_up_at_the_deadline(fake_hub, baseline, capsys, monkeypatch) -> None:
+    """A worker that never answers (here: one that sleeps) is killed at --timeout, not after
+    workers.WAIT_S (30 s), and its shards parsed in this process: the exact answer, in time."""
+    monkeypatch.setenv("HFMEM_PARSE_WORKERS", "1")
+    monkeypatch.setattr("inspector.workers._BOOT", "import time; time.sleep(3600)")
+    started = time.monotonic()
+    assert exact(capsys, [QWEN110, "--timeout", "4"]) == baseline[QWEN110]
+    assert time.monotonic() - started < 20  # the deadline (4 s) and slack, with a margin for a loaded machine

@@ -862,3 +862,45 @@ def test_revisions_are_quoted_whole(revision: str) -> None:
         one_line(e)
         return
     check_hub_source(s)
+
+
+# --- the Hub's JSON answers (issue 16): whatever the revision and tree APIs say, a documented exit ---
+
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+                      st.text(max_size=12), st.sampled_from(["config.json", "model.safetensors", "../x",
+                                                             "a/../../b.safetensors", "/etc/passwd", ""]))
+JSON_ANY = st.recursive(JSON_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                           st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                        max_leaves=8)
+SIBLING = st.fixed_dictionaries({}, optional={"rfilename": JSON_ANY, "size": JSON_ANY, "type": JSON_ANY,
+                                              "path": JSON_ANY})
+API_ANSWER = st.fixed_dictionaries({}, optional={
+    "sha": st.one_of(JSON_ANY, st.just("ab" * 20)),
+    "siblings": st.one_of(JSON_ANY, st.lists(SIBLING, max_size=4)),
+})
+LINK = st.one_of(st.none(), st.sampled_from(['<{page}>; rel="next"', "<http://[::1>; rel=next",
+                                             '<file:///x>; rel="next"', "<\x00>; rel=next", "garbage",
+                                             '<?cursor=1>; rel="next"']))
+
+
+@cases(60)
+@given(answer=API_ANSWER, tree=st.one_of(JSON_ANY, st.lists(SIBLING, max_size=4)), link=LINK)
+@example(answer={"sha": "ab" * 20, "siblings": [{"rfilename": 5}]}, tree=[], link=None)
+@example(answer={"sha": "ab" * 20}, tree=[{"type": "file", "path": "../../x", "size": -1}], link='<{page}>; rel="next"')
+def test_the_hubs_json_answers_end_in_a_documented_exit(fake_hub, capsys, monkeypatch, answer, tree, link) -> None:
+    from inspector.cli import run
+
+    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+
+    def hostile(role, path, status, headers, body):
+        if "/api/models/" not in path:
+            return status, headers, body
+        extra = {"Link": link.format(page=fake_hub.endpoint + path)} if link else {}
+        payload = answer if "/revision/" in path else tree
+        return 200, {"Content-Type": "application/json", **extra}, json.dumps(payload).encode()
+
+    fake_hub.rewrite = hostile
+    code = run(["openai-community/gpt2", "--json", "--refresh"])
+    err = capsys.readouterr().err
+    assert code in (0, 2, 4, 5, 6, 7, 8), err
+    assert "Traceback" not in err and err.count("\n") <= 1 + err.count("warning"), err

@@ -782,3 +782,70 @@ def test_a_large_index_is_kept_in_the_snapshot_not_the_local_http_cache(fake_hub
     url = lambda f: hub_url(indexed.repo_id, revision=indexed.sha, filename=f, base=fake_hub.endpoint)  # noqa: E731
     assert not cache.contains(url=url(SAFETENSORS_INDEX)) and cache.contains(url=url("config.json"))
     assert load_snapshot(snapshot_path(indexed.repo_id, indexed.sha)).json_files[SAFETENSORS_INDEX] == json.loads(body)
+
+
+# --- issue 16: the token's origin, snapshots per endpoint -----------------------------------------
+
+
+def test_an_https_redirect_to_plain_http_is_refused_and_the_token_never_sent(tls_hub, capsys, monkeypatch) -> None:
+    from fakehub import CA_BUNDLE
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CA_BUNDLE))
+    monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+    port = tls_hub.hub.server_address[1]
+
+    def downgrade(role, path, status, headers, body):  # the same host and port, in clear text
+        if role == "hub" and path.endswith("config.json"):
+            return 302, {"Location": f"http://127.0.0.1:{port}{path}"}, b""
+        return status, headers, body
+
+    tls_hub.rewrite = downgrade
+    assert run([QWEN110, "--json", "-q"]) == 7
+    err = capsys.readouterr().err
+    assert "from https:// to plain http:// (127.0.0.1:" in err and err.count("\n") == 1
+    assert VALID_TOKEN not in err
+
+
+def test_the_token_goes_to_the_endpoints_origin_only_relative_redirects_included(fake_hub, monkeypatch) -> None:
+    from fakehub import FakeHub
+
+    other = FakeHub()  # the same host (127.0.0.1), another port: another server
+    other.add(fake_hub.repos["openai-community/gpt2"])
+    try:
+        monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+
+        def elsewhere(role, path, status, headers, body):
+            if role == "hub" and path.endswith("/config.json"):
+                return 302, {"Location": f"{other.endpoint}{path}"}, b""
+            if role == "hub" and "/revision/" in path and "moved=1" not in path:
+                return 302, {"Location": path + "?moved=1"}, b""  # relative: same origin
+            return status, headers, body
+
+        fake_hub.rewrite = elsewhere
+        assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
+        assert [e.authorized for e in other.log] == [False]
+        assert [e.authorized for e in fake_hub.log if "/revision/" in e.path] == [True, True]
+    finally:
+        other.close()
+
+
+def test_a_snapshot_read_from_one_endpoint_is_never_served_for_another(fake_hub, monkeypatch) -> None:
+    from fakehub import FakeHub, Repo, VirtualFile, safetensors_head
+
+    gpt2 = fake_hub.repos["openai-community/gpt2"]
+    assert inspect_model("openai-community/gpt2", revision=gpt2.sha).parameters.total_params == 124_439_808
+    mirror = FakeHub()  # the same repo and commit sha, another answer
+    head = safetensors_head({"w": {"dtype": "F16", "shape": [10, 10], "data_offsets": [0, 200]}})
+    files = {n: f for n, f in gpt2.files.items() if n.endswith(".json")}
+    mirror.add(Repo(gpt2.repo_id, gpt2.sha, {**files, "model.safetensors": VirtualFile(head, len(head) + 200)},
+                    refs={"main": gpt2.sha}))
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+        assert inspect_model("openai-community/gpt2", revision=gpt2.sha).parameters.total_params == 100
+        assert mirror.log  # asked, not answered from the other endpoint's snapshot
+        monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+        fake_hub.log.clear()
+        assert inspect_model("openai-community/gpt2", revision=gpt2.sha).parameters.total_params == 124_439_808
+        assert fake_hub.log == []  # each endpoint's snapshot answers its own warm runs
+    finally:
+        mirror.close()
