@@ -14,10 +14,14 @@ Settings, all explicit (see shared/STYLE.md habit 8):
   multi-GB body is never read to its end;
 - redirects are never cached (the Hub's point at expiring signed CDN URLs);
 - refs (where a branch points), snapshots and digests are kept per endpoint (scheme and host);
-- a damaged database is deleted and rebuilt; an unwritable directory, a full or read-only disk, or
-  a write lock held past LOCK_WAIT_S means running uncached, each with a warning;
+- a damaged database is deleted and rebuilt; an unwritable directory, a full or read-only disk, a
+  write lock held past LOCK_WAIT_S or an unreachable Redis means running uncached, with a warning;
 - the folder gets a CACHEDIR.TAG when hfmem creates it (bford.info/cachedir: backup tools skip it);
   `cache clear` and `prune` delete only the names hfmem writes, and refuse a folder holding others;
+- in a shared Redis, an answer fetched with credentials (a token, a mirror's login) is keyed by a
+  hash of them (`_shared_key`): a runner without access never reads it; entries are JSON, never
+  pickle (whoever can write to the Redis must not run code in every runner), and are read at most
+  MAX_REDIS_ENTRY_BYTES, with GETRANGE, so a poisoned or huge entry is a miss;
 - the cache directory is 0700 and its files 0600: it may hold a gated model's metadata;
 - every session's HTTPS connections share one SSL context per CA bundle (`tls_context`), read once.
 """
@@ -49,6 +53,16 @@ MAX_JSON_BYTES = 128 * 1024 * 1024
 #: ~0.1 s on the read's critical path (the index sizes every header read). Our policy; a shared
 #: Redis keeps answers up to MAX_JSON_BYTES, for the machines that have no snapshot.
 LOCAL_JSON_BYTES = 1024 * 1024
+
+#: The largest entry read back from a shared Redis: a MAX_JSON_BYTES body in base64 (4/3) plus room
+#: for the record around it (URL, headers). Our policy, derived from MAX_JSON_BYTES: a longer entry
+#: was never written by hfmem, and is a miss read no further than this.
+MAX_REDIS_ENTRY_BYTES = MAX_JSON_BYTES * 4 // 3 + 1024 * 1024
+
+#: Each Redis call (connect, read) gives up after this, and the run goes on uncached: a Redis on
+#: the fleet's network answers in milliseconds. Our policy; a `socket_timeout` in HFMEM_REDIS_URL wins.
+REDIS_TIMEOUT_S = 5.0
+REDIS_NAMESPACE = "hfmem"
 
 #: How long a branch or tag's resolution to a commit is trusted before asking the Hub again.
 BRANCH_TTL_S = 10 * 60
@@ -195,7 +209,10 @@ def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception
 def disk_warning(why: BaseException) -> str:
     """The one line said when the cache cannot be used (full, read-only, locked, unreachable)."""
     reason = getattr(why, "strerror", None) or str(why) or type(why).__name__
-    return f"cannot use the cache at {cache_dir()} ({reason}); running without it"
+    where = (f"the cache at {cache_dir()}" if not type(why).__module__.startswith("redis")
+             else "the Redis cache (HFMEM_REDIS_URL)")  # (the URL may hold a password: never shown)
+    first = reason.splitlines()[0] if reason.strip() else type(why).__name__
+    return f"cannot use {where} ({first}); running without it"
 
 
 def plain_session(pool_size: int) -> Any:
@@ -360,7 +377,7 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     directory = _private_dir(cache_dir())
     db = directory / "http.sqlite"
     _private_file(db)
-    common = dict(
+    common: dict[str, Any] = dict(
         allowable_methods=("GET",),
         match_headers=["Range"],
         ignored_parameters=["Authorization"],
@@ -376,6 +393,8 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     # work at once: with SQLite's default rollback journal, concurrent reads of several models
     # (check --models, two hfmem processes) stalled for seconds on "database is locked".
     shared = bool(os.environ.get("HFMEM_REDIS_URL", "").strip())
+    if shared:
+        common["key_fn"] = _shared_key
     meta = requests_cache.CachedSession(
         backend=_backend(db), allowable_codes=(200,), **{**common, "filter_fn": _small_enough if shared else _small}
     )
@@ -398,6 +417,32 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     return meta, ranged
 
 
+
+
+def _shared_key(request: Any, **kwargs: Any) -> str:
+    """The cache key in a shared Redis: requests-cache's own (`Authorization` left out of it), and
+    for a request sent with credentials, a hash of them mixed in. A gated repo's answer fetched
+    with a token is then found only by a runner sending that token: none without it, none with
+    another. The local SQLite cache keeps requests-cache's keys: one user, their own answers.
+
+    >>> import requests
+    >>> plain = requests.Request("GET", "https://hf.co/m/resolve/abc/config.json").prepare()
+    >>> signed = requests.Request("GET", plain.url, headers={"Authorization": "Bearer hf_x"}).prepare()
+    >>> from requests_cache import create_key
+    >>> _shared_key(plain) == create_key(plain), _shared_key(signed) == _shared_key(plain)
+    (True, False)
+    """
+    import hashlib
+
+    from requests_cache import create_key
+
+    key: str = create_key(request, **kwargs)
+    credential = request.headers.get("Authorization")
+    if not credential:
+        return key
+    # (the credential's hash goes into the key's digest, not beside it: no entry names it)
+    secret = hashlib.sha256(credential.encode()).digest()
+    return hashlib.blake2b(key.encode() + secret, digest_size=16).hexdigest()
 
 
 def _small_enough(response: Any, limit: int = MAX_JSON_BYTES) -> bool:
@@ -490,15 +535,65 @@ def _backend(db: Path) -> Any:
     url = os.environ.get("HFMEM_REDIS_URL", "").strip()
     if not url:
         return requests_cache.SQLiteCache(str(db), wal=True)
+    return _redis_backend(url)
+
+
+def _redis_backend(url: str) -> Any:
+    """requests-cache's Redis backend, made safe to share: bounded calls, JSON entries read no
+    further than MAX_REDIS_ENTRY_BYTES, no redirect table."""
+    requests_cache = import_requests_cache()
     try:
         import redis
-        from requests_cache.backends.redis import RedisCache
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        from requests_cache.backends.redis import RedisCache, RedisDict
     except ImportError:
         from .errors import UsageError
 
         raise UsageError("HFMEM_REDIS_URL is set but the redis client is not installed: "
                          "pip install 'hfmem[redis]'") from None
-    return RedisCache(namespace="hfmem", connection=redis.Redis.from_url(url))
+    serializer = _json_serializer()
+
+    class BoundedRedisDict(RedisDict):  # type: ignore[misc]
+        def __getitem__(self, key: str) -> Any:
+            # GETRANGE is inclusive at both ends: at most MAX_REDIS_ENTRY_BYTES + 1 bytes arrive,
+            # so a longer entry is seen, and dropped, without being read whole.
+            try:
+                raw = self.connection.getrange(self._bkey(key), 0, MAX_REDIS_ENTRY_BYTES)
+            except redis.ResponseError:  # a key of another type (a hash, a list): not ours
+                raise KeyError(key) from None
+            if not raw or len(raw) > MAX_REDIS_ENTRY_BYTES:
+                raise KeyError(key)
+            try:
+                response = serializer.loads(raw)
+                response.cache_key = key
+            except Exception:  # not an entry hfmem wrote (any JSON or cattrs error): a miss
+                raise KeyError(key) from None
+            return response
+
+    # Retries and their backoff (redis-py's default: 3, up to 10 s apart) would stall each
+    # request on a Redis that died; the first failure drops the cache for the run instead (hub).
+    connection = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                      retry=Retry(NoBackoff(), 0))
+    backend = RedisCache(namespace=REDIS_NAMESPACE, connection=connection, serializer=serializer)
+    backend.responses = BoundedRedisDict(REDIS_NAMESPACE, connection=connection, serializer=serializer,
+                                         decode_content=False)  # (the body kept as sent, byte for byte)
+    # hub follows redirects by hand, so requests-cache never records one; a table in this process
+    # spares a Redis round trip on every miss (and an unbounded HGET of whatever the hash holds).
+    backend.redirects = requests_cache.DictStorage()
+    return backend
+
+
+def _json_serializer() -> Any:
+    """requests-cache's JSON serializer (bodies in base64), compact. Not its default, pickle:
+    whoever can write to a shared Redis could then run code in every runner that reads it."""
+    import json
+
+    from requests_cache.serializers.pipeline import SerializerPipeline, Stage
+    from requests_cache.serializers.preconf import json_preconf_stage
+
+    return SerializerPipeline([json_preconf_stage, Stage(dumps=json.dumps, loads=json.loads)],
+                              name="json", is_binary=False)
 
 
 # --- refs and snapshots: what lets a warm or offline run skip the network --------------------
