@@ -448,7 +448,8 @@ def _shared_key(request: Any, **kwargs: Any) -> str:
 def _small_enough(response: Any, limit: int = MAX_JSON_BYTES) -> bool:
     """requests-cache's filter: only bodies with a Content-Length of at most `limit`."""
     length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) <= limit
+    # ASCII digits only (str.isdigit takes "١٢" and superscripts), and few: int() of 5,000 digits raises.
+    return length.isascii() and length.isdigit() and len(length) <= 20 and int(length) <= limit
 
 
 def _small(response: Any) -> bool:
@@ -896,9 +897,18 @@ def prune_cache(older_than_days: float) -> int:
     _remove_ours(root, keep)
     if (root / "http.sqlite").is_file():
         try:
-            for s in build_sessions():  # shared with this process's reads: left open
-                if hasattr(s, "cache"):
-                    s.cache.delete(expired=True)
+            if os.environ.get("HFMEM_REDIS_URL", "").strip():
+                # Redis expires a branch's answer by itself (its TTL); what is pruned here is the
+                # SQLite database of runs made without Redis, never the fleet's shared cache.
+                local = import_requests_cache().SQLiteCache(str(root / "http.sqlite"), wal=True)
+                try:
+                    local.delete(expired=True)
+                finally:
+                    local.close()
+            else:
+                for s in build_sessions():  # shared with this process's reads: left open
+                    if hasattr(s, "cache"):
+                        s.cache.delete(expired=True)
         except (OSError, sqlite3.Error):
             pass  # a locked, full or read-only database: its expired answers wait for the next prune
     return max(0, before - _bytes(root))

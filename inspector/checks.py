@@ -18,7 +18,6 @@ the file's `[defaults]`; an entry's own values win over both.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +28,8 @@ from .estimate import Assumptions, Precision, Settings
 from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES, context_length
+from .limits import MAX_GPUS, MAX_TOKENS
+from .text import markdown_text, terminal_safe
 
 if TYPE_CHECKING:
     from .api import ModelReport
@@ -133,8 +134,9 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
             ok = isinstance(value, str) and value.strip() != ""
             want = "a non-empty string"
         elif key in ("count", "max_model_len", "batch_size"):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            want = "a positive integer"
+            high = MAX_GPUS if key == "count" else MAX_TOKENS
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+            want = f"a whole number from 1 to {high:,}"
         elif key == "precision":
             ok = isinstance(value, str) and value.lower() in {p.value for p in Precision}
             want = "one of " + ", ".join(p.value for p in Precision)
@@ -144,8 +146,8 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
             want = "auto or one of " + ", ".join(KV_CACHE_DTYPES)
             value = value.strip().lower() if ok else value
         elif key == "gpu_memory_utilization":
-            ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-                  and 0 < value <= 1)
+            # (a comparison, not math.isfinite, which overflows on a 400-digit integer; NaN fails it)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
             want = "a number in (0, 1]"
         else:  # pragma: no cover - every allowed key is handled above
             raise AssertionError(key)
@@ -307,9 +309,12 @@ def render_summary(results: Sequence[CheckResult], fmt: str) -> str:
     tail = f"{counts['fits']} fit, {counts['does not fit']} do not fit, {counts['error']} errors: exit {code}"
     if fmt == "markdown":
         marks = {"fits": "✅ fits", "does not fit": "❌ does not fit", "error": "⚠️ error"}
-        md = [row[:5] + [marks[row[5]]] + row[6:] for row in rows]
+        # Ids, revisions, GPU names and error messages come from outside: each cell renders as itself.
+        md = [[markdown_text(c) for c in row[:5]] + [marks[row[5]]] + [markdown_text(c) for c in row[6:]]
+              for row in rows]
         table = tabulate(md, headers=SUMMARY_HEADERS, tablefmt="github", disable_numparse=True)
         return f"### hfmem check\n\n{table}\n\n{tail}\n"
-    table = tabulate(rows, headers=SUMMARY_HEADERS, tablefmt="simple", disable_numparse=True)
+    safe = [[terminal_safe(c) for c in row] for row in rows]
+    table = tabulate(safe, headers=SUMMARY_HEADERS, tablefmt="simple", disable_numparse=True)
     return f"{table}\n{tail}\n"
 

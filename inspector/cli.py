@@ -20,6 +20,8 @@ from typer.core import TyperGroup
 
 from .console import version_line
 from .errors import ExitCode, HfmemError, linked_errors
+from .limits import MAX_AGE_DAYS, MAX_GPUS, MAX_TIMEOUT_S, MAX_TOKENS
+from .text import terminal_safe
 
 DEFAULT_COMMAND = "inspect"
 
@@ -72,6 +74,40 @@ def _root(
     """hfmem: memory needs of Hugging Face models from their metadata."""
 
 
+class Bounded:
+    """A number between `low` and `high` (inclusive), refused in one line when it is not one: NaN,
+    inf, a sign where none is wanted, 400 digits (the bounds: inspector/limits.py). Given to typer
+    as an option's `parser`."""
+
+    def __init__(self, kind: type, low: float, high: float, *, unit: str = "") -> None:
+        self.kind, self.low, self.high, self.unit = kind, low, high, unit
+        self.__name__ = "INTEGER" if kind is int else "NUMBER"  # (typer's metavar)
+
+    def __call__(self, value: Any) -> Any:
+        high = f"{self.high:,}" if self.kind is int else f"{self.high:g}"
+        refusal = f"not {'a whole number' if self.kind is int else 'a number'} from {self.low:g} to {high}{self.unit}"
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            # Every value in range is shorter than 30 characters; int() of thousands of digits is slow.
+            ok = 0 < len(text) <= 30 and (text.isascii() and text.isdigit() if self.kind is int else text.isascii())
+            try:
+                number = self.kind(text) if ok else None
+            except ValueError:
+                number = None
+            if number is None:
+                shown = text if len(text) <= 40 else text[:20] + f"... ({len(text)} characters)"
+                raise typer.BadParameter(f"'{terminal_safe(shown)}' is {refusal}")
+        if not self.low <= number <= self.high:  # (NaN fails it)
+            raise typer.BadParameter(f"{number} is {refusal}")
+        return number
+
+
+def _tokens(what: str) -> Bounded:
+    return Bounded(int, 1, MAX_TOKENS, unit=f" {what}")
+
+
 ModelArg = Annotated[
     str,
     typer.Argument(
@@ -112,7 +148,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or hi
 DEFAULT_TIMEOUT_S = 120.0
 TimeoutOpt = Annotated[
     float,
-    typer.Option("--timeout", min=0.1, metavar="SECONDS",
+    typer.Option("--timeout", parser=Bounded(float, 0.1, MAX_TIMEOUT_S, unit=" seconds"), metavar="SECONDS",
                  help="Give up reading from the Hub after this long in all, retries included (exit 7)."),
 ]
 
@@ -130,10 +166,11 @@ class PrecisionChoice(str, Enum):
 # The estimate's options carry vLLM's names, so a command line can be pasted between the two.
 MaxModelLenOpt = Annotated[
     int | None,
-    typer.Option("--max-model-len", min=1, metavar="TOKENS",
+    typer.Option("--max-model-len", parser=_tokens("tokens"), metavar="TOKENS",
                  help="Context length per sequence (default: the model's own, from config.json)."),
 ]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences held in the KV cache at once.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", parser=_tokens("sequences"),
+                                           help="Sequences held in the KV cache at once.")]
 KvCacheDtypeOpt = Annotated[
     str,
     typer.Option("--kv-cache-dtype", metavar="DTYPE",
@@ -141,7 +178,8 @@ KvCacheDtypeOpt = Annotated[
                  "bf16, fp16, fp32."),
 ]
 TensorParallelOpt = Annotated[
-    int, typer.Option("--tensor-parallel-size", "-tp", min=1, help="GPUs the model is split across (memory per GPU).")
+    int, typer.Option("--tensor-parallel-size", "-tp", parser=Bounded(int, 1, MAX_GPUS, unit=" GPUs"),
+                      help="GPUs the model is split across (memory per GPU).")
 ]
 PrecisionOpt = Annotated[
     list[PrecisionChoice] | None,
@@ -151,17 +189,17 @@ PrecisionOpt = Annotated[
 # Unset engine options (None) keep inspector.estimate.Assumptions' defaults, the one place they live.
 MaxBatchedTokensOpt = Annotated[
     int | None,
-    typer.Option("--max-num-batched-tokens", min=1, show_default=False,
+    typer.Option("--max-num-batched-tokens", parser=_tokens("tokens"), show_default=False,
                  help="Tokens in vLLM's profiling forward pass (default 8192)."),
 ]
 MaxNumSeqsOpt = Annotated[
     int | None,
-    typer.Option("--max-num-seqs", min=1, show_default=False,
+    typer.Option("--max-num-seqs", parser=_tokens("sequences"), show_default=False,
                  help="Rows in vLLM's profiling sampler run (default 1024)."),
 ]
 GpuUtilOpt = Annotated[
     float | None,
-    typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, show_default=False,
+    typer.Option("--gpu-memory-utilization", parser=Bounded(float, 0.01, 1.0), show_default=False,
                  help="Fraction of each GPU's memory vLLM may use (default 0.92, vLLM's)."),
 ]
 GpusFileOpt = Annotated[
@@ -270,7 +308,8 @@ def inspect_cmd(
 
 
 CountOpt = Annotated[
-    int | None, typer.Option("--count", min=1, help="GPUs available (default: the fewest that fit, up to 8).")
+    int | None, typer.Option("--count", parser=Bounded(int, 1, MAX_GPUS, unit=" GPUs"),
+                             help="GPUs available (default: the fewest that fit, up to 8).")
 ]
 
 
@@ -298,7 +337,8 @@ def check_cmd(
     quiet: QuietOpt = False,
     max_model_len: MaxModelLenOpt = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Sequences held in the KV cache at once (default 1).", show_default=False,
+        "--batch-size", parser=_tokens("sequences"), help="Sequences held in the KV cache at once (default 1).",
+        show_default=False,
     )] = None,
     kv_cache_dtype: Annotated[str | None, typer.Option(
         "--kv-cache-dtype", metavar="DTYPE", help="KV cache dtype (default auto: the model's).", show_default=False,
@@ -335,7 +375,9 @@ def check_cmd(
                        deadline=deadline, gpus=())
         results = [evaluate(spec, report, gpus)]
         if fmt is OutputFormat.table:
-            sys.stdout.write(_check_line(results[0]))
+            from .text import terminal_safe
+
+            sys.stdout.write(terminal_safe(_check_line(results[0]).rstrip("\n")) + "\n")
         elif fmt is OutputFormat.json:
             import json
 
@@ -403,8 +445,10 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 
     size = info["bytes"]
     assert isinstance(size, int)
+    from .text import terminal_safe
+
     sys.stdout.write(
-        f"path            {info['path']}\n"
+        f"path            {terminal_safe(str(info['path']))}\n"
         f"size            {size:,} bytes ({gib(size)})\n"
         f"snapshots       {info['snapshots']}\n"
         f"branch refs     {info['refs']}\n"
@@ -424,7 +468,8 @@ def cache_clear_cmd(quiet: QuietOpt = False) -> None:
 @cache_app.command("prune")
 def cache_prune_cmd(
     older_than: Annotated[
-        float, typer.Option("--older-than", metavar="DAYS", help="Drop snapshots unused for DAYS days.", min=0)
+        float, typer.Option("--older-than", metavar="DAYS", help="Drop snapshots unused for DAYS days.",
+                            parser=Bounded(float, 0, MAX_AGE_DAYS, unit=" days"))
     ] = 30,
     quiet: QuietOpt = False,
 ) -> None:
@@ -462,13 +507,19 @@ def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | Non
 
 
 def _hint(message: str, quiet: bool) -> None:
-    if not quiet:
-        typer.echo(message, err=True)
+    if not quiet:  # warnings carry names and messages from outside: one line, shown as they are
+        from .text import terminal_safe
+
+        sys.stderr.write(terminal_safe(message) + "\n")
 
 
 def _fail(message: str, code: int) -> int:
     # One line, no colour codes unless wanted: plain text honours NO_COLOR trivially.
-    sys.stderr.write(f"hfmem: error: {message.splitlines()[0] if message else 'unknown error'}\n")
+    # A server's message or a name from a repo may hold escape sequences: shown escaped, on one line.
+    from .text import terminal_safe
+
+    line = next((x for x in message.splitlines() if x.strip()), "unknown error")
+    sys.stderr.write(f"hfmem: error: {terminal_safe(line)}\n")
     return code
 
 

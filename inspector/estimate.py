@@ -15,6 +15,7 @@ from typing import Any
 from .arch import Architecture
 from .errors import UsageError
 from .kvcache import KVCache, compute_dtype, context_length, kv_cache, kv_cache_dtype
+from .limits import MAX_GPUS, MAX_TOKENS
 from .params import ParameterCount
 
 GIB = 1 << 30
@@ -235,12 +236,17 @@ PRECISION_BITS = {Precision.FP32: 32}
 
 def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settings = Settings()) -> MemoryEstimate:
     """Every memory term for every requested precision, per GPU at the tensor-parallel size."""
-    if settings.batch_size <= 0:
-        raise UsageError("--batch-size must be a positive number of sequences")
-    tp = settings.tensor_parallel_size
-    if tp <= 0:
-        raise UsageError("--tensor-parallel-size must be a positive number of GPUs")
     a = settings.assumptions
+    for name, value, high in (("--batch-size", settings.batch_size, MAX_TOKENS),
+                              ("--tensor-parallel-size", settings.tensor_parallel_size, MAX_GPUS),
+                              ("--max-model-len", settings.max_model_len or 1, MAX_TOKENS),
+                              ("--max-num-batched-tokens", a.max_num_batched_tokens, MAX_TOKENS),
+                              ("--max-num-seqs", a.max_num_seqs, MAX_TOKENS)):
+        if not (isinstance(value, int) and 1 <= value <= high):  # the CLI checks these; the API too
+            raise UsageError(f"{name} must be a whole number from 1 to {high:,}, not {value!r}")
+    if not (isinstance(a.gpu_memory_utilization, int | float) and 0 < a.gpu_memory_utilization <= 1):
+        raise UsageError(f"--gpu-memory-utilization must be in (0, 1], not {a.gpu_memory_utilization!r}")
+    tp = settings.tensor_parallel_size
     context, where = context_length(arch, settings.max_model_len)
     compute = compute_dtype(arch, params.stored_by_dtype_elements)
     caches: dict[int, KVCache] = {}

@@ -77,16 +77,22 @@ def _rows(doc: Mapping[str, Any], where: Path) -> list[GPU]:
                 bandwidth_bytes_per_s=_positive(row.get("bandwidth_bytes_per_s", 1)),
                 vendor=str(row.get("vendor", "nvidia")), compute_capability=str(row.get("compute_capability", "")),
                 bf16=bool(row.get("bf16", True)), fp8=bool(row.get("fp8", False)), fp4=bool(row.get("fp4", False)),
-                aliases=tuple(str(a) for a in row.get("aliases", ())), memory_note=row.get("memory_note"),
+                aliases=tuple(str(a) for a in row.get("aliases", ())),
+                memory_note=None if row.get("memory_note") is None else str(row["memory_note"]),
             ))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{where}: [[gpu]] number {i}: missing or invalid {e}") from None
     return out
 
 
+#: Our bound on a GPU's bytes and bytes per second (an exbibyte): far above any device, and low
+#: enough that every sum and ratio of them stays an exact float. NaN, inf and 400 digits are refused.
+MAX_GPU_NUMBER = 1 << 60
+
+
 def _positive(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise ValueError("value (a positive number)")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= MAX_GPU_NUMBER:  # (NaN fails too)
+        raise ValueError("value (a positive number of at most 2**60)")
     return int(v)
 
 

@@ -1363,7 +1363,7 @@ def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
     from pathlib import Path
 
     from .cache import repo_folder
-    from .local import read_local
+    from .local import read_local, read_regular
     from .source import SourceKind
 
     hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
@@ -1372,9 +1372,11 @@ def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
     repo_dir = Path(hub_cache) / repo_folder(repo_id)
     sha = revision if SHA_RE.match(revision) else None
     if sha is None:
-        try:
-            sha = (repo_dir / "refs" / revision).read_text().strip()
-        except OSError:
+        try:  # a regular file of at most a line (a FIFO there would block a plain read forever)
+            sha = read_regular(repo_dir / "refs" / revision, 256, "ref").decode("ascii").strip()
+        except (OSError, HfmemError, UnicodeDecodeError):
+            return None
+        if not SHA_RE.match(sha):  # never a path: the ref file's text becomes a folder name
             return None
     folder = repo_dir / "snapshots" / sha
     if not folder.is_dir():

@@ -6,7 +6,10 @@ Pure functions returning strings; the CLI decides where they go. tabulate is imp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .text import markdown_text, terminal_lines, terminal_safe
 
 if TYPE_CHECKING:
     from .api import ModelReport
@@ -217,6 +220,11 @@ def _fit_legend(rows: list[list[str]], tensor_parallel_size: int) -> list[str]:
     return ["; ".join(legend)] if legend else []
 
 
+def _each(rows: list[list[str]], escape: Callable[[str], str]) -> list[list[str]]:
+    """Every cell escaped: the names in them (model, dtype, file, GPU, model_type) come from outside."""
+    return [[escape(c) for c in row] for row in rows]
+
+
 def _plain(rows: list[list[str]]) -> str:
     from tabulate import tabulate
 
@@ -230,52 +238,57 @@ TABLE_PRECISIONS = ("stored", "bf16", "fp8", "int8", "int4")
 
 def render_table(report: ModelReport, *, files: bool = False,
                  precisions: tuple[str, ...] | None = TABLE_PRECISIONS) -> str:
-    """The human-readable table."""
+    """The human-readable table; every string from outside is terminal_safe."""
     from tabulate import tabulate
 
+    esc = terminal_safe
     rows, file_rows = _rows(report, files=files)
-    out = [_title(report), "", _plain(rows)]
+    out = [esc(_title(report)), "", _plain(_each(rows, esc))]
     arch = _architecture_rows(report)
     if arch:
-        out += ["", tabulate(arch, tablefmt="plain")]
+        out += ["", tabulate(_each(arch, esc), tablefmt="plain")]
     title, mem = _memory_rows(report, precisions)
     if mem:
-        out += ["", title, tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="simple", disable_numparse=True,
-                                    colalign=("left",) + ("right",) * 6)]
+        out += ["", title, tabulate(_each(mem, esc), headers=_MEMORY_HEADERS, tablefmt="simple",
+                                    disable_numparse=True, colalign=("left",) + ("right",) * 6)]
     title, headers, fits = _fit_rows(report, precisions)
     if fits:
         assert report.memory is not None
-        out += ["", title, tabulate(fits, headers=headers, tablefmt="simple", disable_numparse=True,
-                                    colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += ["", esc(title), tabulate(_each(fits, esc), headers=[esc(h) for h in headers], tablefmt="simple",
+                                         disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1))]
         out += _fit_legend(fits, report.memory.settings.tensor_parallel_size)
     if file_rows:
-        out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="simple",
+        out += ["", tabulate(_each(file_rows, esc), headers=["file", "parameters", "bytes", ""], tablefmt="simple",
                              colalign=("left", "right", "right", "right"))]
-    out += [f"note: {n}" for n in _notes(report)]
-    return "\n".join(out) + "\n"
+    out += [f"note: {esc(n)}" for n in _notes(report)]
+    # Every part was escaped above; this is the guarantee, should a new line forget it.
+    return terminal_lines("\n".join(out)) + "\n"
 
 
 def render_markdown(report: ModelReport, *, files: bool = False,
                     precisions: tuple[str, ...] | None = TABLE_PRECISIONS) -> str:
-    """The same content as a Markdown table, for pull-request comments."""
+    """The same content as Markdown tables, for pull-request comments: every cell, title and note
+    is markdown_text, so a name from outside renders as itself and never as HTML, a link or a cell."""
     from tabulate import tabulate
 
+    esc = markdown_text
     rows, file_rows = _rows(report, files=files)
-    out = [f"### {_title(report)}", "", tabulate(rows, headers=["", "exact", ""], tablefmt="github")]
+    out = [f"### {esc(_title(report))}", "", tabulate(_each(rows, esc), headers=["", "exact", ""], tablefmt="github")]
     arch = _architecture_rows(report)
     if arch:
-        out += ["", tabulate(arch, headers=["", ""], tablefmt="github")]
+        out += ["", tabulate(_each(arch, esc), headers=["", ""], tablefmt="github")]
     title, mem = _memory_rows(report, precisions)
     if mem:
-        out += ["", f"**{title}**", "", tabulate(mem, headers=_MEMORY_HEADERS, tablefmt="github",
-                                                disable_numparse=True, colalign=("left",) + ("right",) * 6)]
+        out += ["", f"**{esc(title)}**", "", tabulate(_each(mem, esc), headers=_MEMORY_HEADERS, tablefmt="github",
+                                                     disable_numparse=True, colalign=("left",) + ("right",) * 6)]
     title, headers, fits = _fit_rows(report, precisions)
     if fits:
         assert report.memory is not None
-        out += ["", f"**{title}**", "", tabulate(fits, headers=headers, tablefmt="github", disable_numparse=True,
-                                                colalign=("left",) + ("right",) * (len(headers) - 1))]
-        out += [f"_{line}_" for line in _fit_legend(fits, report.memory.settings.tensor_parallel_size)]
+        out += ["", f"**{esc(title)}**", "", tabulate(_each(fits, esc), headers=[esc(h) for h in headers],
+                                                     tablefmt="github", disable_numparse=True,
+                                                     colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += [f"_{esc(line)}_" for line in _fit_legend(fits, report.memory.settings.tensor_parallel_size)]
     if file_rows:
-        out += ["", tabulate(file_rows, headers=["file", "parameters", "bytes", ""], tablefmt="github")]
-    out += [f"> note: {n}" for n in _notes(report)]
+        out += ["", tabulate(_each(file_rows, esc), headers=["file", "parameters", "bytes", ""], tablefmt="github")]
+    out += [f"> note: {esc(n)}" for n in _notes(report)]
     return "\n".join(out) + "\n"

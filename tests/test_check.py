@@ -55,7 +55,8 @@ def test_fitting_non_fitting_missing_and_malformed(fake_hub, tmp_path, capsys) -
     assert (missing["status"], missing["exit_code"], missing["model"]) == ("error", 4, "nobody/nothing")
     assert "repo nobody/nothing not found" in missing["error"]
     assert (bad["status"], bad["exit_code"], bad["requested"]) == ("error", 2, None)
-    assert bad["error"] == "model 4 (mistralai/Mistral-7B-v0.1): count must be a positive integer, not 'two'"
+    assert bad["error"] == ("model 4 (mistralai/Mistral-7B-v0.1): count must be a whole number from 1 to 4,096, "
+                            "not 'two'")
 
 
 def test_the_table_names_each_entry_and_the_exit_code(fake_hub, tmp_path, capsys) -> None:

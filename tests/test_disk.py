@@ -340,3 +340,46 @@ def test_symlink_loops_in_a_model_folder_are_skipped_or_refused(tmp_path, capsys
     (d / "model-00002.safetensors").symlink_to(d / "model-00002.safetensors")  # a weight file that loops
     assert run([str(d)]) == 2
     assert "model-00002.safetensors: a symbolic link that loops" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ref", ["fifo", "../../../elsewhere", "b" * 40 + "\n" + "x" * 5000])
+def test_an_hf_cache_ref_that_is_not_a_sha_file_is_ignored_offline(tmp_path, monkeypatch, capsys, ref) -> None:
+    # The HF cache's refs/main names the snapshot folder: a FIFO there must not block the run, and
+    # its text must never become a path outside the cache.
+    repo = Path(os.environ["HF_HOME"]) / "hub" / "models--someone--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    save_file({"w": np.zeros((3, 4), np.float16)}, str(repo / "snapshots" / ("b" * 40) / "model.safetensors"))
+    if ref == "fifo":
+        os.mkfifo(repo / "refs" / "main")
+    else:
+        (repo / "refs" / "main").write_text(ref)
+    elsewhere = repo / "snapshots" / "../../../elsewhere"
+    elsewhere.mkdir(parents=True, exist_ok=True)
+    save_file({"w": np.zeros((3, 4), np.float16)}, str(elsewhere / "model.safetensors"))
+    assert run(["someone/tiny", "--offline", "--timeout", "5"]) == 8
+    assert "offline" in capsys.readouterr().err
+
+
+def test_content_lengths_that_are_not_ascii_digits_are_never_cached() -> None:
+    from requests.structures import CaseInsensitiveDict
+
+    from inspector.cache import _small_enough
+
+    class Answer:  # (what requests-cache's filter is handed: a response's headers)
+        def __init__(self, length: str) -> None:
+            self.headers = CaseInsensitiveDict({"Content-Length": length})
+
+    assert _small_enough(Answer("1024"))
+    for length in ["", "-1", "١٢", "²", "1e3", "9" * 5000, str(10**30)]:
+        assert not _small_enough(Answer(length)), length
+
+
+def test_prune_with_an_unreachable_redis_prunes_the_local_database(fake_hub, monkeypatch, capsys) -> None:
+    assert run(["openai-community/gpt2", "--json"]) == 0  # fills the local SQLite cache
+    capsys.readouterr()
+    monkeypatch.setenv("HFMEM_REDIS_URL", "redis://127.0.0.1:1/0")  # (nothing listens on port 1)
+    started = time.monotonic()
+    assert run(["cache", "prune", "--older-than", "0"]) == 0
+    assert time.monotonic() - started < 10
+    assert "freed" in capsys.readouterr().err
