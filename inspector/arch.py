@@ -263,8 +263,8 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         heads = r.int("num_attention_heads", _HEADS, required=True, positive=True) or 0
         kv_heads = _kv_heads(cfg, r, heads)
         # No head_dim key means hidden_size / heads, as every config class without one computes it.
-        head_dim = r.int("head_dim", ("head_dim", "kv_channels", "d_kv", "attention_head_dim"))
-        head_dim = head_dim if head_dim is not None else (hidden // heads if heads else 0)
+        given_dim = r.int("head_dim", ("head_dim", "kv_channels", "d_kv", "attention_head_dim"))
+        head_dim = given_dim if given_dim is not None else (hidden // heads if heads else 0)
 
     kinds, window, chunk = _layer_kinds(cfg, r, model_type, layers)
     kv_lora = cfg.get("kv_lora_rank")
@@ -439,7 +439,7 @@ def _state_dims(cfg: Mapping[str, Any], r: _Reader, model_type: str, hidden: int
     expand = r.int("expand", ("mamba_expand", "expand"), default=2, why="MambaConfig default", positive=True)
     inner = r.int("intermediate_size", ("mamba_d_inner", "d_inner") if model_type == "jamba"
                   else ("intermediate_size", "d_inner"), default=(expand or 2) * hidden, why="expand * hidden_size",
-                  positive=True)
+                  positive=True) or (expand or 2) * hidden
     d_state = r.int("state_size", ("mamba_d_state", "state_size"), default=16, why="MambaConfig default",
                     positive=True)
     kernel = r.int("conv_kernel", ("mamba_d_conv", "conv_kernel"), default=4, why="MambaConfig default",

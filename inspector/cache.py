@@ -402,7 +402,7 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     # them. Locally the saved snapshot of the commit already holds every header, and caching each
     # Range answer in SQLite serialised the 64 readers on its one writer: DeepSeek-V3 cold spent
     # most of its 3 s waiting on the SQLite lock (sampled), 24 round-trip layers where 7 suffice.
-    ranged: requests.Session
+    ranged: Any
     if shared:
         ranged = requests_cache.CachedSession(
             backend=_backend(db), allowable_codes=(206,), **common

@@ -50,10 +50,10 @@ class CheckSpec:
     gpu_memory_utilization: float | None = None
 
     def settings(self) -> Settings:
-        util = {} if self.gpu_memory_utilization is None else {"gpu_memory_utilization": self.gpu_memory_utilization}
+        util = self.gpu_memory_utilization
         return Settings(max_model_len=self.max_model_len, batch_size=self.batch_size,
                         kv_cache_dtype=self.kv_cache_dtype, precisions=(Precision(self.precision),),
-                        assumptions=Assumptions(**util))
+                        assumptions=Assumptions() if util is None else Assumptions(gpu_memory_utilization=util))
 
 
 DEFAULT_KEYS = frozenset(f.name for f in fields(CheckSpec)) - {"id", "revision"}

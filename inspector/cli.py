@@ -86,6 +86,7 @@ class Bounded:
     def __call__(self, value: Any) -> Any:
         high = f"{self.high:,}" if self.kind is int else f"{self.high:g}"
         refusal = f"not {'a whole number' if self.kind is int else 'a number'} from {self.low:g} to {high}{self.unit}"
+        number: Any
         if isinstance(value, self.kind) and not isinstance(value, bool):
             number = value
         else:
@@ -354,7 +355,7 @@ def check_cmd(
     from .errors import UsageError
     from .gpus import load_gpus
 
-    given = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
+    given: dict[str, Any] = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
                                    max_model_len=max_model_len, batch_size=batch_size,
                                    kv_cache_dtype=kv_cache_dtype,
                                    gpu_memory_utilization=gpu_memory_utilization).items() if v is not None}

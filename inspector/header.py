@@ -248,7 +248,7 @@ def header_from_dict(
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
     ):
         raise HeaderError("__metadata__ must map strings to strings")
-    tensors = []
+    tensors: list[TensorInfo] = []
     append = tensors.append
     bits_of = DTYPE_BITS.get
     # One object per distinct dtype and shape, not one per tensor: DeepSeek-V3's 92,000 tensors
@@ -260,7 +260,7 @@ def header_from_dict(
             continue
         if type(info) is not dict:
             raise HeaderError(f"tensor {name!r}: entry is not an object")
-        dtype = info.get("dtype")
+        dtype: Any = info.get("dtype")
         # (a list or object is not hashable: the type is checked first)
         dtype_bits = bits_of(dtype) if type(dtype) is str else None
         if dtype_bits is None:

@@ -401,9 +401,9 @@ class HubClient:
         with self._lock:
             if not hasattr(self.meta_session, "settings"):
                 return  # another thread got here first (or the cache was never usable)
-            warn = self.warnings.append
+            warn: Callable[[str], None] | None = self.warnings.append
             if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
-                warn(discard_damaged_cache())
+                self.warnings.append(discard_damaged_cache())
                 warn = None  # said already
             self._built.append(_uncached(self.concurrency, warn, error))
 
@@ -1128,7 +1128,21 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                 # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
                 context = meta.submit(_count_context, json_futures, json_files)
 
+                failed = threading.Event()
+
                 def shard_task(name: str) -> tuple[bytes, Future[Parsed]] | None:
+                    # Once one shard has failed the read is over: a thread that picks up the next
+                    # shard before the failure reaches this thread (and cancels the queue) sends
+                    # nothing. (The failed shard's future still holds its error, raised below.)
+                    if failed.is_set():
+                        return None
+                    try:
+                        return read_one_shard(name)
+                    except BaseException:
+                        failed.set()
+                        raise
+
+                def read_one_shard(name: str) -> tuple[bytes, Future[Parsed]] | None:
                     # The redirect needs only the name, so it travels beside config.json and the index;
                     # the CDN read waits for the index, which sizes it. The bytes are handed to the
                     # parsing thread or a worker process, and this thread goes on to its next request
@@ -1162,9 +1176,9 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                         progress(done, len(shard_futures))
             if grouped is not None:
                 _result(grouped, deadline, repo_id)  # the index, parsed by the grouping task (its error shows here)
-            for name, fut in json_futures.items():
+            for name, json_fut in json_futures.items():
                 if name not in json_files:
-                    json_files[name] = load_config_json(_result(fut, deadline, repo_id), name)
+                    json_files[name] = load_config_json(_result(json_fut, deadline, repo_id), name)
             json_files = {n: json_files[n] for n in json_futures}  # in a stable order
             if plan.format == "safetensors" and plan.index_file:
                 # A shard the index names but whose name the file list did not suggest: read it now.

@@ -355,7 +355,7 @@ class _Group:
         m = _EXPERT.search(name)
         self.is_expert = bool(m) and "shared_expert" not in name
         numbered = self.is_expert and m and m.group(1) and self.kind is TensorKind.PARAMETER
-        self.expert = slice(m.start(1), m.end(1) - 1) if numbered else None
+        self.expert = slice(m.start(1), m.end(1) - 1) if numbered and m else None
         self.prefix = m.start() if m else 0
         self.fused = t.shape[0] if self.is_expert and self.expert is None and len(t.shape) >= 2 else 0
         logical = self.logical

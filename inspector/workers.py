@@ -290,6 +290,7 @@ def serve() -> None:
     inp = sys.stdin.buffer
     while (frame := _read_frame(inp)) is not None:
         seq, name, data, file_bytes, context = pickle.loads(frame)
+        answer: tuple[Any, bool, Any]
         try:
             answer = (seq, True, parse_shard(name, data, file_bytes, context, keep=False))
         except Exception as e:  # noqa: BLE001 - sent back and raised in the parent, as if parsed there
