@@ -105,6 +105,24 @@ EXPECTED = {
         24 * GPT_OSS_20B_LAYER + 2 * 201088 * 2880 + 2880 - GPT_OSS_EXPERT_WEIGHTS // 2 + GPT_OSS_EXPERT_WEIGHTS // 32,
         13_761_264_768,
     ),
+    # Same architecture as Meta-Llama-3-8B; the Hub's index total_size is the same 16,060,522,496.
+    "meta-llama/Llama-3.1-8B-Instruct": (
+        decoder(vocab=128256, hidden=4096, layers=32, inter=14336, heads=32, kv_heads=8, head_dim=128),
+        None, 16_060_522_496,
+    ),
+    # Qwen3 adds per-head q_norm/k_norm (2 x head_dim per layer). The config ties the embeddings,
+    # but the real model.safetensors stores lm_head.weight too: 311 tensors, 751,632,384
+    # elements, 1,503,264,768 data bytes (file 1,503,300,328 bytes, header 35,552).
+    "Qwen/Qwen3-0.6B": (
+        decoder(vocab=151936, hidden=1024, layers=28, inter=3072, heads=16, kv_heads=8, head_dim=128)
+        + 28 * 2 * 128,
+        751_632_384, 1_503_264_768,
+    ),
+    "Qwen/Qwen3-32B": (
+        decoder(vocab=151936, hidden=5120, layers=64, inter=25600, heads=64, kv_heads=8, head_dim=128)
+        + 64 * 2 * 128,
+        None, 65_524_246_528,
+    ),
 }
 
 
