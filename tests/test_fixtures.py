@@ -42,6 +42,14 @@ GPT_OSS_20B_LAYER = (
     + 2 * 2880
 )
 GPT_OSS_EXPERT_WEIGHTS = 24 * 32 * (2880 * 5760 + 2880 * 2880)
+# gpt-oss-120b: the same layer with 128 experts, 36 layers.
+GPT_OSS_120B_LAYER = (
+    (2880 * 4096 + 4096) + 2 * (2880 * 512 + 512) + (4096 * 2880 + 2880) + 64
+    + (2880 * 128 + 128)
+    + 128 * (2880 * 5760 + 5760) + 128 * (2880 * 2880 + 2880)
+    + 2 * 2880
+)
+GPT_OSS_120B_EXPERT_WEIGHTS = 36 * 128 * (2880 * 5760 + 2880 * 2880)
 
 # repo id -> (parameters, stored elements, weights bytes)
 EXPECTED = {
@@ -104,6 +112,13 @@ EXPECTED = {
         24 * GPT_OSS_20B_LAYER + 2 * 201088 * 2880 + 2880,
         24 * GPT_OSS_20B_LAYER + 2 * 201088 * 2880 + 2880 - GPT_OSS_EXPERT_WEIGHTS // 2 + GPT_OSS_EXPERT_WEIGHTS // 32,
         13_761_264_768,
+    ),
+    # Bytes: the real checkpoint's tensor byte sum (15 shards), see fixtures/README.md.
+    "openai/gpt-oss-120b": (
+        36 * GPT_OSS_120B_LAYER + 2 * 201088 * 2880 + 2880,
+        36 * GPT_OSS_120B_LAYER + 2 * 201088 * 2880 + 2880
+        - GPT_OSS_120B_EXPERT_WEIGHTS // 2 + GPT_OSS_120B_EXPERT_WEIGHTS // 32,
+        65_248_815_744,
     ),
     # Same architecture as Meta-Llama-3-8B; the Hub's index total_size is the same 16,060,522,496.
     "meta-llama/Llama-3.1-8B-Instruct": (
