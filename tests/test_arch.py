@@ -55,6 +55,12 @@ EXPECTED = {
                                 attn(80, 8, 128)),
     "Qwen--Qwen3-8B.json": ("qwen3", 36, 4096, 32, 8, 128, 151936, 40960, {"full_attention": 36}, None,
                             attn(36, 8, 128)),
+    "Qwen--Qwen3-0.6B.json": ("qwen3", 28, 1024, 16, 8, 128, 151936, 40960, {"full_attention": 28}, None,
+                              attn(28, 8, 128)),
+    "Qwen--Qwen3-32B.json": ("qwen3", 64, 5120, 64, 8, 128, 151936, 40960, {"full_attention": 64}, None,
+                             attn(64, 8, 128)),
+    "meta-llama--Llama-3.1-8B-Instruct.json": ("llama", 32, 4096, 32, 8, 128, 128256, 131072,
+                                               {"full_attention": 32}, None, attn(32, 8, 128)),
     "Qwen--Qwen3-30B-A3B.json": ("qwen3_moe", 48, 2048, 32, 4, 128, 151936, 40960, {"full_attention": 48}, None,
                                  attn(48, 4, 128)),
     # head_dim 256 while hidden / heads is 224; Gemma2Config: sliding on even layers.
