@@ -81,6 +81,8 @@ class ModelReport:
 def _assumptions(m: MemoryEstimate | None) -> dict[str, Any]:
     settings = m.settings if m else Settings()
     out = settings.assumptions.to_dict()
+    if m:  # as resolved for the memory table: a GPU of vLLM's ">= 70 GiB" tier (each fit row has its own)
+        out.update(m.engine.to_dict())
     out["tensor_parallel_size"] = settings.tensor_parallel_size
     if m:
         out["context_source"] = m.context_source

@@ -30,6 +30,7 @@ from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES, context_length
 from .limits import MAX_GPUS, MAX_TOKENS
 from .text import markdown_text, terminal_safe
+from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
 
 if TYPE_CHECKING:
     from .api import ModelReport
@@ -48,12 +49,16 @@ class CheckSpec:
     batch_size: int = 1
     kv_cache_dtype: str = "auto"
     gpu_memory_utilization: float | None = None
+    vllm_version: str | None = None
+    entrypoint: str = "serve"
+    dtype: str = "auto"
 
     def settings(self) -> Settings:
-        util = self.gpu_memory_utilization
         return Settings(max_model_len=self.max_model_len, batch_size=self.batch_size,
                         kv_cache_dtype=self.kv_cache_dtype, precisions=(Precision(self.precision),),
-                        assumptions=Assumptions() if util is None else Assumptions(gpu_memory_utilization=util))
+                        assumptions=Assumptions(gpu_memory_utilization=self.gpu_memory_utilization,
+                                                vllm_version=self.vllm_version, entrypoint=self.entrypoint,
+                                                dtype=self.dtype))
 
 
 DEFAULT_KEYS = frozenset(f.name for f in fields(CheckSpec)) - {"id", "revision"}
@@ -145,6 +150,18 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
             ok = isinstance(value, str) and value.strip().lower() in {"auto", *KV_CACHE_DTYPES}
             want = "auto or one of " + ", ".join(KV_CACHE_DTYPES)
             value = value.strip().lower() if ok else value
+        elif key == "vllm_version":
+            try:
+                ok = isinstance(value, str) and bool(parse_release(value))
+            except UsageError:
+                ok = False
+            want = f"a vLLM release from {supported_range()}"
+        elif key == "entrypoint":
+            ok = value in ENTRYPOINTS
+            want = "one of " + ", ".join(ENTRYPOINTS)
+        elif key == "dtype":
+            ok = isinstance(value, str) and value.strip().lower() in DTYPES
+            want = "one of auto, bfloat16, float16, float32"
         elif key == "gpu_memory_utilization":
             # (a comparison, not math.isfinite, which overflows on a 400-digit integer; NaN fails it)
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
@@ -211,9 +228,14 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
     precision = Precision(spec.precision)
     result = fit(report.architecture, report.parameters, precision, target, settings, spec.count)
     note = None
+    own = report.memory.compute_dtype if report.memory else None
+    ran = result.engine.dtype if result.engine else None
     if not result.native:
-        dtype = report.memory.compute_dtype if precision is Precision.STORED and report.memory else spec.precision
+        dtype = ran if precision is Precision.STORED and ran else spec.precision
         note = f"{dtype} is not native on {target.name}; it would be emulated or refused"
+    elif precision is Precision.STORED and own and ran and own != ran and spec.dtype == "auto":
+        note = (f"vLLM's --dtype auto runs this {own} model in {ran} on {target.name} "
+                f"(vllm/config/model.py _resolve_auto_dtype)")
     context, _ = context_length(report.architecture, spec.max_model_len)
     return CheckResult(spec, position, result, report.checkpoint.sha, context, note)
 

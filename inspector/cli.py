@@ -22,6 +22,7 @@ from .console import version_line
 from .errors import ExitCode, HfmemError, linked_errors
 from .limits import MAX_AGE_DAYS, MAX_GPUS, MAX_TIMEOUT_S, MAX_TOKENS
 from .text import terminal_safe
+from .vllm import NEWEST, release_name, supported_range
 
 DEFAULT_COMMAND = "inspect"
 
@@ -191,17 +192,20 @@ PrecisionOpt = Annotated[
 MaxBatchedTokensOpt = Annotated[
     int | None,
     typer.Option("--max-num-batched-tokens", parser=_tokens("tokens"), show_default=False,
-                 help="Tokens in vLLM's profiling forward pass (default 8192)."),
+                 help="Tokens per step, and in vLLM's profiling forward pass (default: vLLM's for the GPU: "
+                 "8192 for `vllm serve` on a >= 70 GiB GPU other than an A100, else 2048)."),
 ]
 MaxNumSeqsOpt = Annotated[
     int | None,
     typer.Option("--max-num-seqs", parser=_tokens("sequences"), show_default=False,
-                 help="Rows in vLLM's profiling sampler run (default 1024)."),
+                 help="Sequences per step, and rows of vLLM's profiling sampler run (default: vLLM's for the "
+                 "GPU: 1024 on a >= 70 GiB GPU other than an A100, else 256)."),
 ]
 GpuUtilOpt = Annotated[
     float | None,
     typer.Option("--gpu-memory-utilization", parser=Bounded(float, 0.01, 1.0), show_default=False,
-                 help="Fraction of each GPU's memory vLLM may use (default 0.92, vLLM's)."),
+                 help="Fraction of each GPU's memory (CUDA's total) vLLM may use (default: the release's, 0.92 "
+                 "from vLLM 0.20, 0.9 before)."),
 ]
 GpusFileOpt = Annotated[
     Path | None,
@@ -209,16 +213,39 @@ GpusFileOpt = Annotated[
                  "(also HFMEM_GPUS_FILE)."),
 ]
 EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs (as vLLM's --enforce-eager).")]
+VllmVersionOpt = Annotated[
+    str | None,
+    typer.Option("--vllm-version", metavar="RELEASE", show_default=False,
+                 help=f"vLLM release whose defaults and memory rules to mirror, e.g. 0.19 or 0.19.1 "
+                 f"(hfmem knows {supported_range()}; default {release_name(NEWEST)})."),
+]
+EntrypointOpt = Annotated[
+    str, typer.Option("--entrypoint", metavar="serve|llm",
+                      help="`vllm serve` or the `LLM()` class: their batch defaults differ."),
+]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", metavar="DTYPE",
+                      help="As vLLM's --dtype: auto (a float32 checkpoint loads in bf16, or fp16 without bf16), "
+                      "bfloat16, float16, float32."),
+]
 
 
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
               kv_cache_dtype: str, tensor_parallel_size: int = 1, enforce_eager: bool = False,
-              **engine: int | float | None) -> Any:
+              **engine: str | int | float | None) -> Any:
     """Settings from the options; engine options left unset keep Assumptions' defaults."""
     from .estimate import JSON_PRECISIONS, Assumptions, Precision, Settings
 
     chosen = tuple(Precision(p.value) for p in precision) if precision else JSON_PRECISIONS
+    from .vllm import ENTRYPOINTS, parse_dtype, parse_release
+
     given = {k: v for k, v in engine.items() if v is not None}
+    parse_release(given.get("vllm_version"))  # type: ignore[arg-type]  # (refused here, before any read)
+    parse_dtype(str(given.get("dtype", "auto")))
+    if given.get("entrypoint", "serve") not in ENTRYPOINTS:
+        from .errors import UsageError
+
+        raise UsageError(f"--entrypoint {given['entrypoint']!r} is not one of: {', '.join(ENTRYPOINTS)}")
     return Settings(
         max_model_len=max_model_len, batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
         tensor_parallel_size=tensor_parallel_size, precisions=tuple(dict.fromkeys(chosen)),
@@ -269,6 +296,9 @@ def inspect_cmd(
     max_num_seqs: MaxNumSeqsOpt = None,
     gpu_memory_utilization: GpuUtilOpt = None,
     enforce_eager: EagerOpt = False,
+    vllm_version: VllmVersionOpt = None,
+    entrypoint: EntrypointOpt = "serve",
+    dtype: DtypeOpt = "auto",
     gpu: Annotated[list[str] | None, typer.Option(
         "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
         "H200).", show_default=False)] = None,
@@ -281,7 +311,8 @@ def inspect_cmd(
     settings = _settings(precision, max_model_len=max_model_len, batch_size=batch_size,
                          kv_cache_dtype=kv_cache_dtype, tensor_parallel_size=tensor_parallel_size,
                          enforce_eager=enforce_eager, max_num_batched_tokens=max_num_batched_tokens,
-                         max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization)
+                         max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,
+                         vllm_version=vllm_version, entrypoint=entrypoint, dtype=dtype)
     shown = tuple(p.value for p in settings.precisions) if precision else TABLE_PRECISIONS
     gpus = None
     if gpu or gpus_file:
@@ -345,6 +376,11 @@ def check_cmd(
         "--kv-cache-dtype", metavar="DTYPE", help="KV cache dtype (default auto: the model's).", show_default=False,
     )] = None,
     gpu_memory_utilization: GpuUtilOpt = None,
+    vllm_version: VllmVersionOpt = None,
+    entrypoint: Annotated[str | None, typer.Option("--entrypoint", metavar="serve|llm", show_default=False,
+                                                   help="`vllm serve` (default) or `LLM()`.")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", metavar="DTYPE", show_default=False,
+                                              help="As vLLM's --dtype (default auto).")] = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Exit 0 if the model fits on the GPU(s), 3 if it does not, an error code otherwise; say why.
@@ -358,7 +394,8 @@ def check_cmd(
     given: dict[str, Any] = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
                                    max_model_len=max_model_len, batch_size=batch_size,
                                    kv_cache_dtype=kv_cache_dtype,
-                                   gpu_memory_utilization=gpu_memory_utilization).items() if v is not None}
+                                   gpu_memory_utilization=gpu_memory_utilization, vllm_version=vllm_version,
+                                   entrypoint=entrypoint, dtype=dtype).items() if v is not None}
     if (model is None) == (models is None):
         raise UsageError("give either a MODEL or --models FILE")
     if models is not None and revision is not None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .arch import Architecture
-from .estimate import Estimate, Precision, Settings, estimate_memory
+from .estimate import Engine, Estimate, MemoryEstimate, Precision, Settings, estimate_memory
 from .gpus import GPU
-from .kvcache import compute_dtype, context_length
+from .kvcache import context_length
 from .params import ParameterCount
 
 # One node: NVIDIA's HGX/DGX H100, H200 and B200 systems hold 8 GPUs (NVIDIA DGX H100 datasheet:
@@ -48,6 +48,7 @@ class Fit:
     decode_tokens_per_s_bound: float | None
     native: bool
     reason: str = ""
+    engine: Engine | None = None  # what vLLM would run with on this GPU (batch defaults, dtype)
 
     @property
     def fits(self) -> bool:
@@ -69,31 +70,52 @@ class Fit:
             "decode_tokens_per_s_bound": self.decode_tokens_per_s_bound,
             "native_precision": self.native,
             "reason": self.reason,
+            **({"engine": self.engine.to_dict()} if self.engine else {}),
         }
 
 
-def _one(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, **changes: Any) -> Estimate:
-    s = replace(settings, tensor_parallel_size=tp, **changes)
-    return estimate_memory(arch, params, s).estimates[0]
+def _memory(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
+            **changes: Any) -> MemoryEstimate:
+    return estimate_memory(arch, params, replace(settings, tensor_parallel_size=tp, **changes), gpu)
+
+
+def _one(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
+         **changes: Any) -> Estimate:
+    return _memory(arch, params, settings, tp, gpu, **changes).estimates[0]
+
+
+def usable_bytes(gpu: GPU, engine: Engine) -> int:
+    """vLLM's budget on one GPU: ceil(CUDA's total x gpu_memory_utilization) (vllm/v1/worker/
+    utils.py request_memory, 0.14.0+; int() before)."""
+    return -(-gpu.cuda_bytes * round(engine.gpu_memory_utilization * 10**6) // 10**6)
+
+
+def _fits(est: Estimate, gpu: GPU, usable: int) -> bool:
+    # vLLM refuses to start when free memory is below its budget ("Free memory on device ... is
+    # less than desired GPU memory utilization"): what lives outside the budget (the CUDA context,
+    # CUDA graphs before 0.20) must fit in the rest.
+    return est.total_bytes <= usable and est.outside_budget_bytes <= gpu.cuda_bytes - usable
 
 
 def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: GPU, settings: Settings,
         count: int | None = None) -> Fit:
-    """The smallest tensor-parallel size (or `count`) at which the model fits on `gpu`."""
+    """The smallest tensor-parallel size (or `count`) at which the model fits on `gpu`, with the
+    defaults vLLM picks on that GPU."""
     settings = replace(settings, precisions=(precision,))
-    usable = int(gpu.memory_bytes * settings.assumptions.gpu_memory_utilization)
-    # As stored, a model computes in its own dtype (bf16 needs sm80+); fp8 needs sm89+.
-    native = gpu.native(compute_dtype(arch, params.stored_by_dtype_elements)
-                        if precision is Precision.STORED else precision.value)
+    first = _memory(arch, params, settings, 1, gpu)
+    engine = first.engine
+    usable = usable_bytes(gpu, engine)
+    # As stored, a model computes in the dtype vLLM picks there (bf16 needs sm80+); fp8 needs sm89+.
+    native = gpu.native(engine.dtype if precision is Precision.STORED else precision.value)
     sizes = [count] if count else range(1, MAX_NODE_GPUS + 1)
     heads, kv = arch.num_attention_heads, arch.num_key_value_heads
     chosen = last = None
     for tp in sizes:
         if not tp_allowed(tp, heads, kv):
             continue
-        est = _one(arch, params, settings, tp)
+        est = first.estimates[0] if tp == 1 else _one(arch, params, settings, tp, gpu)
         last = (tp, est)
-        if est.total_bytes <= usable:
+        if _fits(est, gpu, usable):
             chosen = (tp, est)
             break
     if chosen is None:
@@ -101,27 +123,33 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
             reason = f"{count} GPUs cannot split {heads} attention heads / {kv} KV heads"
         elif last is None:
             reason = f"no GPU count up to {MAX_NODE_GPUS} can split {heads} attention heads / {kv} KV heads"
+        elif last[1].total_bytes <= usable:
+            reason = (f"vLLM needs {_gib(last[1].outside_budget_bytes)} beyond its budget (the CUDA context"
+                      f"{', CUDA graphs' if last[1].outside_budget.get('cuda_graphs') else ''}) but "
+                      f"gpu_memory_utilization {engine.gpu_memory_utilization} leaves {_gib(gpu.cuda_bytes - usable)}")
         else:
             on = f"{_gib(last[1].total_bytes)} per GPU on {last[0]} x {gpu.name}, {_gib(usable)} usable"
             reason = (f"needs {on}" if count else
                       f"needs more than {MAX_NODE_GPUS} GPUs ({on}): pipeline parallelism across nodes")
-        return Fit(gpu, precision, None, usable, None, None, None, None, native, reason)
+        return Fit(gpu, precision, None, usable, None, None, None, None, native, reason, engine)
     tp, est = chosen
-    return Fit(gpu, precision, tp, usable, est, _longest_context(arch, params, settings, tp, usable),
-               _largest_batch(est, settings, usable), _decode_bound(gpu, est, params, arch, tp), native)
+    return Fit(gpu, precision, tp, usable, est, _longest_context(arch, params, settings, tp, gpu, usable),
+               _largest_batch(est, settings, usable), _decode_bound(gpu, est, params, arch, tp), native, "",
+               engine if tp == 1 else _memory(arch, params, settings, tp, gpu).engine)
 
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, usable: int) -> int:
+def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
+                     usable: int) -> int:
     """The largest --max-model-len that fits at this size, up to the model's own context."""
     top, _ = context_length(arch, None)
     lo, hi = 0, top
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _one(arch, params, settings, tp, max_model_len=mid).total_bytes <= usable:
+        if _fits(_one(arch, params, settings, tp, gpu, max_model_len=mid), gpu, usable):
             lo = mid
         else:
             hi = mid - 1

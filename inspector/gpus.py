@@ -20,6 +20,13 @@ from .errors import ConfigError, HfmemError, UsageError
 CATALOG = Path(__file__).parent / "data" / "gpus.toml"
 
 
+#: Our policy where the catalog has no measured CUDA total: the lowest ratio of CUDA's total to
+#: nvidia-smi's among the measured rows (L4: deviceQuery 23,570,219,008 bytes against nvidia-smi's
+#: 23034 MiB, github.com/thamada/nvidia-smi gls/L4_deviceQuery.py; the others run 0.976-0.996), so
+#: that the budget is never overstated.
+CUDA_TOTAL_FALLBACK_RATIO = 23_570_219_008 / (23_034 << 20)
+
+
 @dataclass(frozen=True)
 class GPU:
     """One GPU model: memory as the driver reports it, and what it runs natively."""
@@ -34,6 +41,17 @@ class GPU:
     fp4: bool = False
     aliases: tuple[str, ...] = ()
     memory_note: str | None = None
+    cuda_total_bytes: int | None = None  # what CUDA (torch total_memory, cudaMemGetInfo) reports
+
+    @property
+    def cuda_bytes(self) -> int:
+        """The total vLLM multiplies by gpu_memory_utilization: CUDA's, a few hundred MiB below
+        nvidia-smi's; where no measurement is cited, memory_bytes x CUDA_TOTAL_FALLBACK_RATIO."""
+        if self.cuda_total_bytes:
+            return self.cuda_total_bytes
+        if self.vendor != "nvidia":  # ROCm's total is rocm-smi's (MI300X: both 206,141,652,992 B); Apple's is Metal's
+            return self.memory_bytes
+        return int(self.memory_bytes * CUDA_TOTAL_FALLBACK_RATIO)
 
     def native(self, precision: str) -> bool:
         """Whether the GPU computes in this precision natively (bf16 needs sm80+, fp8 sm89+)."""
@@ -44,7 +62,8 @@ class GPU:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "memory_bytes": self.memory_bytes, "vendor": self.vendor,
+        return {"name": self.name, "memory_bytes": self.memory_bytes, "cuda_total_bytes": self.cuda_bytes,
+                "cuda_total_measured": self.cuda_total_bytes is not None, "vendor": self.vendor,
                 "compute_capability": self.compute_capability, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s}
 
 
@@ -79,6 +98,7 @@ def _rows(doc: Mapping[str, Any], where: Path) -> list[GPU]:
                 bf16=bool(row.get("bf16", True)), fp8=bool(row.get("fp8", False)), fp4=bool(row.get("fp4", False)),
                 aliases=tuple(str(a) for a in row.get("aliases", ())),
                 memory_note=None if row.get("memory_note") is None else str(row["memory_note"]),
+                cuda_total_bytes=None if row.get("cuda_total_bytes") is None else _positive(row["cuda_total_bytes"]),
             ))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{where}: [[gpu]] number {i}: missing or invalid {e}") from None

@@ -23,18 +23,22 @@ KV_CACHE_DTYPES: dict[str, tuple[str, int]] = {
 _CONFIG_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 
 
-def compute_dtype(arch: Architecture, stored_by_dtype: Mapping[str, int] | None = None) -> str:
-    """The activation dtype vLLM's `--dtype auto` picks: the config's torch_dtype, except that
-    float32 models run in bf16 (vllm/config/model.py `_resolve_auto_dtype`: "Downcast for float32
-    models" to the first supported dtype, bf16 on sm80+). Without a torch_dtype: the checkpoint's
-    most common 16-bit float, else bf16."""
+def compute_dtype(arch: Architecture, stored_by_dtype: Mapping[str, int] | None = None, *,
+                  keep_fp32: bool = False) -> str:
+    """The activation dtype vLLM's `--dtype auto` picks on a GPU with bf16: the config's torch_dtype,
+    except that float32 models run in bf16 (vllm/config/model.py `_resolve_auto_dtype`: "Downcast
+    for float32 models" to the first supported dtype, bf16 on sm80+). Without a torch_dtype: the
+    checkpoint's most common float dtype (vLLM >= 0.18 reads the safetensors dtypes), else bf16.
+    `keep_fp32`: the checkpoint's own dtype, float32 included (inspector/vllm.py auto_dtype then
+    decides per GPU)."""
     name = _CONFIG_DTYPES.get(arch.torch_dtype or "")
-    if name in ("bf16", "fp16"):
+    if name in ("bf16", "fp16") or (name == "fp32" and keep_fp32):
         return name
     if name is None and stored_by_dtype:
-        floats = Counter({k: v for k, v in stored_by_dtype.items() if k in ("BF16", "F16")})
+        kinds = ("BF16", "F16", "F32") if keep_fp32 else ("BF16", "F16")
+        floats = Counter({k: v for k, v in stored_by_dtype.items() if k in kinds})
         if floats:
-            return {"BF16": "bf16", "F16": "fp16"}[floats.most_common(1)[0][0]]
+            return {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}[floats.most_common(1)[0][0]]
     return "bf16"
 
 

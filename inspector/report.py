@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .text import markdown_text, terminal_lines, terminal_safe
+from .vllm import release_name
 
 if TYPE_CHECKING:
     from .api import ModelReport
@@ -159,8 +160,11 @@ def _memory_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tup
         return "", []
     s = m.settings
     tp = f", {s.tensor_parallel_size} GPUs (per GPU)" if s.tensor_parallel_size > 1 else ""
-    title = (f"Memory in GiB (vLLM, {m.context_tokens:,} tokens x {s.batch_size}"
-             f" sequence{'s' * (s.batch_size != 1)}{tp})")
+    eng = m.engine
+    batch = (f"{eng.max_num_batched_tokens:,} batched tokens, {eng.max_num_seqs:,} sequences"
+             + (" as on an H100" if eng.batch_tier == ">= 70 GiB" else ""))
+    title = (f"Memory in GiB (vLLM {release_name(eng.release)}, {m.context_tokens:,} tokens x {s.batch_size}"
+             f" sequence{'s' * (s.batch_size != 1)}{tp}; {batch})")
     stored = stored_label(report)
     rows = []
     for e in m.estimates:
@@ -205,7 +209,8 @@ def _fit_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[
     at = (f"on {s.tensor_parallel_size} GPUs" if s.tensor_parallel_size > 1
           else "GPUs needed")
     title = (f"Fit: {at} at {m.context_tokens:,} tokens x {s.batch_size} (longest context that fits on them); "
-             f"vLLM, gpu_memory_utilization {s.assumptions.gpu_memory_utilization}")
+             f"vLLM {release_name(m.engine.release)}'s defaults per GPU, "
+             f"gpu_memory_utilization {m.engine.gpu_memory_utilization}")
     return title, headers, rows
 
 

@@ -33,28 +33,31 @@ def test_table_is_exact(capsys) -> None:
         "Stored elements  111,209,914,368\n"
         "Weights (bytes)  222,419,828,736  207.14 GiB  in 45 safetensors files\n"
         "\n"
-        "Architecture  qwen2: 80 layers (80 full attention), hidden 8,192, 64 heads / 8 KV heads x 128, "
-        "vocab 152,064\n"
+        "Architecture  qwen2: 80 layers (80 full attention), hidden 8,192, 64 heads / 8 KV heads x 128,"
+        " vocab 152,064\n"
         "KV cache      bf16, 320.0 KiB per token; 10.00 GiB for 1 sequence of 32,768 tokens\n"
         "\n"
-        "Memory in GiB (vLLM, 32,768 tokens x 1 sequence)\n"
+        "Memory in GiB (vLLM 0.33.0, 32,768 tokens x 1 sequence; 8,192 batched tokens, 1,024 sequences as on"
+        " an H100)\n"
         "precision        weights    KV cache    activations    overhead    total    weights x 1.2\n"
         "-------------  ---------  ----------  -------------  ----------  -------  ---------------\n"
-        "stored (BF16)     207.14       10.00           3.32        2.21   222.67           248.57\n"
-        "bf16              207.14       10.00           3.32        2.21   222.67           248.57\n"
-        "fp8               105.92       10.00           3.32        2.21   121.45           127.10\n"
-        "int8              107.48       10.00           3.32        2.21   123.00           128.97\n"
-        "int4               57.25       10.00           3.32        2.21    72.77            68.70\n"
+        "stored (BF16)     207.14       10.00           5.71        2.14   224.99           248.57\n"
+        "bf16              207.14       10.00           5.71        2.14   224.99           248.57\n"
+        "fp8               105.92       10.00           5.71        2.14   123.77           127.10\n"
+        "int8              107.48       10.00           5.71        2.14   125.32           128.97\n"
+        "int4               57.25       10.00           5.71        2.14    75.10            68.70\n"
         "\n"
-        # Usable is 0.92 x memory: 73.60 GiB on an A100 80GB, so int4's 72.77 fits on one and bf16 needs 4.
-        "Fit: GPUs needed at 32,768 tokens x 1 (longest context that fits on them); vLLM, "
-        "gpu_memory_utilization 0.92\n"
+        # Usable is 0.92 x CUDA's total: 72.92 GiB on an A100 80GB, 72.87 on an H100; the H100 gets vLLM's
+        # larger batch defaults (8192 tokens, 1024 sequences: 5.71 GiB of activations), so int4 needs two
+        # there and one on the A100 (2048 tokens, 256 sequences).
+        "Fit: GPUs needed at 32,768 tokens x 1 (longest context that fits on them); vLLM 0.33.0's defaults"
+        " per GPU, gpu_memory_utilization 0.92\n"
         "GPU              stored (BF16)     bf16       fp8     int8     int4\n"
         "-------------  ---------------  -------  --------  -------  -------\n"
-        "RTX 4090 24GB              > 8      > 8   8 (32k)  8 (32k)  8 (32k)\n"
+        "RTX 4090 24GB              > 8      > 8   8 (32k)  8 (32k)  4 (32k)\n"
         "L40S 48GB              8 (32k)  8 (32k)   4 (32k)  4 (32k)  2 (32k)\n"
         "A100 80GB              4 (32k)  4 (32k)  2 (32k)*  2 (32k)  1 (32k)\n"
-        "H100 80GB              4 (32k)  4 (32k)   2 (32k)  2 (32k)  1 (32k)\n"
+        "H100 80GB              4 (32k)  4 (32k)   2 (32k)  2 (32k)  2 (32k)\n"
         "H200 141GB             2 (32k)  2 (32k)   1 (32k)  1 (32k)  1 (32k)\n"
         "> 8: needs pipeline parallelism across nodes; *: precision not native on that GPU\n"
     )
@@ -71,16 +74,18 @@ def test_table_with_buffers_and_files(capsys) -> None:
         "Stored elements           137,022,720\n"
         "Weights (bytes)           548,090,880  0.51 GiB  in 1 safetensors file\n"
         "\n"
-        "Architecture  gpt2: 12 layers (12 full attention), hidden 768, 12 heads / 12 KV heads x 64, vocab 50,257\n"
+        "Architecture  gpt2: 12 layers (12 full attention), hidden 768, 12 heads / 12 KV heads x 64, vocab"
+        " 50,257\n"
         "KV cache      bf16, 36.0 KiB per token; 36.0 MiB for 1 sequence of 1,024 tokens\n"
         "\n"
-        "Memory in GiB (vLLM, 1,024 tokens x 1 sequence)\n"
+        "Memory in GiB (vLLM 0.33.0, 1,024 tokens x 1 sequence; 8,192 batched tokens, 1,024 sequences as on"
+        " an H100)\n"
         "precision      weights    KV cache    activations    overhead    total    weights x 1.2\n"
         "-----------  ---------  ----------  -------------  ----------  -------  ---------------\n"
-        "bf16              0.23        0.04           1.07        0.78     2.12             0.28\n"
+        "bf16              0.23        0.04           1.85        0.44     2.55             0.28\n"
         "\n"
-        "Fit: GPUs needed at 1,024 tokens x 1 (longest context that fits on them); vLLM, "
-        "gpu_memory_utilization 0.92\n"
+        "Fit: GPUs needed at 1,024 tokens x 1 (longest context that fits on them); vLLM 0.33.0's defaults"
+        " per GPU, gpu_memory_utilization 0.92\n"
         "GPU              bf16\n"
         "-------------  ------\n"
         "RTX 4090 24GB  1 (1k)\n"
@@ -137,7 +142,8 @@ def test_json_memory_contract(capsys) -> None:
     assert doc["assumptions"] == {
         "engine": "vllm", "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 8192, "max_num_seqs": 256,
         "enforce_eager": False, "tensor_parallel_size": 4, "context_source": "--max-model-len",
-        "compute_dtype": "bf16",
+        "compute_dtype": "bf16", "vllm_version": "0.33.0", "entrypoint": "serve", "dtype": "bf16",
+        "batch_defaults": ">= 70 GiB", "cuda_graphs_in_budget": True,
     }
     arch = doc["architecture"]
     assert (arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]) == (80, 8, 128)
@@ -286,11 +292,14 @@ def test_no_color_help_has_no_escape_codes(monkeypatch, capsys) -> None:
 
 
 def test_help_states_the_engine_defaults_the_estimate_uses(capsys) -> None:
-    from inspector.estimate import Assumptions
+    from inspector.vllm import NEWEST, batch_defaults, default_gpu_memory_utilization, supported_range
 
     assert run(["inspect", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    a = Assumptions()
-    assert f"(default {a.max_num_batched_tokens})" in text
-    assert f"(default {a.max_num_seqs})" in text
-    assert f"(default {a.gpu_memory_utilization}, vLLM's)" in text
+    big = batch_defaults(NEWEST, "serve", device_total_bytes=None)
+    small = batch_defaults(NEWEST, "serve", device_total_bytes=24 << 30)
+    assert f"{big.max_num_batched_tokens} for `vllm serve` on a >= 70 GiB GPU other than an A100, else " \
+           f"{small.max_num_batched_tokens}" in text
+    assert f"{big.max_num_seqs} on a >= 70 GiB GPU other than an A100, else {small.max_num_seqs}" in text
+    assert f"{default_gpu_memory_utilization(NEWEST)} from vLLM 0.20" in text
+    assert f"hfmem knows {supported_range()}" in text

@@ -49,7 +49,7 @@ def test_qwen_110b_through_the_fake_hub(fake_hub, capsys) -> None:
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["--precision", "bf16", "--count", "2"], 3, "needs 114.2 GiB per GPU on 2 x A100 80GB, 73.6 GiB usable"),
+    (["--precision", "bf16", "--count", "2"], 3, "needs 112.2 GiB per GPU on 2 x A100 80GB, 72.9 GiB usable"),
     (["--count", "3"], 3, "3 GPUs cannot split 64 attention heads / 8 KV heads"),
     (["--gpu", "h1000"], 2, "unknown GPU"),
 ])
@@ -69,7 +69,11 @@ def test_a_precision_not_native_on_the_gpu_is_noted(capsys) -> None:
     from conftest import snapshot_path
 
     qwen = str(snapshot_path("Qwen/Qwen1.5-110B"))  # stored in bf16, which a T4 (sm75) lacks
+    # vLLM runs a bf16 model in fp16 on a GPU without bf16 (--dtype auto), and says so.
     assert run(["check", qwen, "--gpu", "t4"]) == 3
+    assert "vLLM's --dtype auto runs this bf16 model in fp16 on T4 16GB" in capsys.readouterr().err
+    # Forced to bf16, it is not native there.
+    assert run(["check", qwen, "--gpu", "t4", "--dtype", "bfloat16"]) == 3
     assert "bf16 is not native on T4 16GB" in capsys.readouterr().err
     llama2 = str(snapshot_path("meta-llama/Llama-2-7b-hf"))  # float16 runs natively on a V100
     assert run(["check", llama2, "--gpu", "v100"]) == 0
@@ -98,20 +102,25 @@ def test_longest_context_and_largest_batch_by_hand() -> None:
     from conftest import snapshot_path
 
     from inspector.api import inspect_model
-    from inspector.estimate import Precision, Settings
-    from inspector.fit import fit
+    from inspector.estimate import Precision, Settings, estimate_memory
+    from inspector.fit import fit, usable_bytes
     from inspector.gpus import GPU
 
     report = inspect_model(str(snapshot_path("meta-llama/Llama-2-7b-hf")))
     arch, params = report.architecture, report.parameters
-    e = report.memory.estimates[0]  # as stored, at its own 4,096 tokens
-    assert report.memory.kv_cache.bytes_per_token == 32 * 32 * 128 * 2 * 2 == 524_288
+    small = GPU("Lab", memory_bytes=18 << 30, bandwidth_bytes_per_s=10**12)  # vLLM's small tier
+    m = estimate_memory(arch, params, Settings(precisions=(Precision.STORED,)), small)
+    e = m.estimates[0]  # as stored, at its own 4,096 tokens
+    assert m.kv_cache.bytes_per_token == 32 * 32 * 128 * 2 * 2 == 524_288
     fixed = e.weights_bytes + e.activation_bytes + e.overhead_bytes
     block = 16 * 524_288
     # A card with room for the fixed part and 100.5 blocks: the longest context is 100 blocks.
     usable = fixed + 100 * block + block // 2
-    gpu = GPU("Lab 17GB", memory_bytes=int(usable / 0.92) + 1, bandwidth_bytes_per_s=10**12)
-    assert int(gpu.memory_bytes * 0.92) == usable
+    total = int(usable / 0.92)
+    while usable_bytes(GPU("x", total, 1, cuda_total_bytes=total), m.engine) < usable:
+        total += 1
+    gpu = GPU("Lab 17GB", memory_bytes=total, bandwidth_bytes_per_s=10**12, cuda_total_bytes=total)
+    assert usable_bytes(gpu, m.engine) == usable
     f = fit(arch, params, Precision.STORED, gpu, Settings(max_model_len=1024), count=1)
     assert f.fits and f.max_context_tokens == 1600
     # At 1,024 tokens (64 blocks) per sequence: 100.5 // 64 = 1 sequence.
