@@ -13,9 +13,9 @@ from typing import Any
 
 from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, load_snapshot
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .estimate import MemoryEstimate, Settings, estimate_memory
-from .fit import Fit, fit
+from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
@@ -151,6 +151,11 @@ def inspect_model(
     except ConfigError as e:  # the counts stand on the tensors alone; say why there is no estimate
         return ModelReport(source, checkpoint, parameters, architecture_error=str(e))
     settings = settings or Settings()
+    tp = settings.tensor_parallel_size
+    if tp > 1 and not tp_allowed(tp, arch.num_attention_heads, arch.num_key_value_heads):
+        raise UsageError(f"--tensor-parallel-size {tp} cannot split {arch.num_attention_heads} attention heads / "
+                         f"{arch.num_key_value_heads} KV heads (vLLM needs the heads divisible by it, and the KV "
+                         "heads divisible by it or it by them)")
     memory = estimate_memory(arch, parameters, settings)
     return ModelReport(source, checkpoint, parameters, arch, memory, fit=fit_table(arch, parameters, settings, gpus))
 
@@ -162,5 +167,4 @@ def fit_table(arch: Architecture, params: ParameterCount, settings: Settings,
 
     if gpus is None:
         gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GPUS]
-    count = settings.tensor_parallel_size if settings.tensor_parallel_size > 1 else None
-    return tuple(fit(arch, params, p, g, settings, count) for g in gpus for p in settings.precisions)
+    return tuple(fit(arch, params, p, g, settings) for g in gpus for p in settings.precisions)

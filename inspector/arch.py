@@ -80,6 +80,9 @@ class Architecture:
     text_config_key: str | None = None  # "text_config" when the language model is nested
     has_vision: bool = False
     guessed: tuple[str, ...] = field(default=())
+    # rope scaling as vLLM reads it for the context limit: (rope_type, factor, original_max_position)
+    rope_scaling: tuple[str, float, int | None] | None = None
+    model_max_length: int | None = None  # config.json's own override (Command-R), vLLM honours it
 
     @property
     def kind_counts(self) -> dict[str, int]:
@@ -314,21 +317,50 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         text_config_key=nested_key,
         has_vision=any(isinstance(config.get(k), Mapping) for k in _VISION_KEYS),
         guessed=tuple(r.guessed),
+        rope_scaling=_rope_scaling(cfg),
+        model_max_length=cfg["model_max_length"] if _is_int(cfg.get("model_max_length")) and
+        0 < cfg["model_max_length"] <= MAX_CONFIG_INT else None,
     )
 
 
+def _rope_scaling(cfg: Mapping[str, Any]) -> tuple[str, float, int | None] | None:
+    """`rope_scaling` (or transformers 5's `rope_parameters`) as (type, factor, original length);
+    None when absent or not a number vLLM could use."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if not isinstance(rope, Mapping):
+        return None
+    kind = rope.get("rope_type", rope.get("type"))
+    factor = rope.get("factor", 1.0)
+    original: Any = rope.get("original_max_position_embeddings")
+    if not isinstance(kind, str) or isinstance(factor, bool) or not isinstance(factor, int | float) \
+            or not 0 < factor <= 1e6:
+        return None
+    return kind, float(factor), original if _is_int(original) and 0 < original <= MAX_CONFIG_INT else None
+
+
 def _kv_heads(cfg: Mapping[str, Any], r: _Reader, heads: int) -> int:
-    """KV heads under every family's spelling; multi-query and ChatGLM's groups included."""
-    if cfg.get("new_decoder_architecture") is False and cfg.get("multi_query"):
-        return 1  # FalconAttention: num_kv_heads = 1 unless new_decoder_architecture or not multi_query
-    if cfg.get("multi_query_attention") and cfg.get("multi_query_group_num") is not None:
-        # ChatGLM2/3: K and V have multi_query_group_num heads
-        return _check_int("multi_query_group_num", cfg["multi_query_group_num"], positive=True)
-    if cfg.get("multi_query") is True and r.model_type in ("gpt_bigcode", "falcon"):
-        return 1  # GPTBigCodeConfig.multi_query: one K/V head
-    n = r.int("num_key_value_heads", ("num_key_value_heads", "num_kv_heads", "n_head_kv", "kv_n_heads"),
-              positive=True)
-    return heads if n is None else n  # no key: multi-head attention (LlamaConfig's own default)
+    """KV heads as vLLM counts them (vllm/config/model.py ModelConfig.get_total_num_kv_heads,
+    0.6.6-0.13.0; the same rules in transformers_utils/model_arch_config_convertor.py from 0.14.0):
+    - multi-query (`multi_query`: GPT-BigCode, Falcon-7B): one head, except for a Falcon of the
+      new decoder architecture (`new_decoder_architecture`: Falcon-40B/180B), whose `num_kv_heads`
+      holds even when `multi_query` is set;
+    - MPT and DBRX: `attn_config.kv_n_heads`, else every attention head;
+    - else the first of `n_head_kv`, `num_kv_heads`, `num_key_value_heads`, `multi_query_group_num`
+      (ChatGLM), in vLLM's order; none of them: multi-head attention."""
+    falcon = r.model_type in ("falcon", "RefinedWeb", "RefinedWebModel")
+    if not (falcon and cfg.get("new_decoder_architecture")) and cfg.get("multi_query"):
+        return 1
+    if r.model_type in ("mpt", "dbrx"):
+        attn = cfg.get("attn_config")
+        n = attn.get("kv_n_heads") if isinstance(attn, Mapping) else None
+        return heads if n is None else _check_int("attn_config.kv_n_heads", n, positive=True)
+    for key in ("n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num"):
+        # (num_key_value_heads through the reader: a config class's default counts, as vLLM reads
+        # the transformers config object)
+        n = r.int(key, (key,), positive=True) if key == "num_key_value_heads" else cfg.get(key)
+        if n is not None:
+            return _check_int(key, n, positive=True)
+    return heads  # no key: multi-head attention (LlamaConfig's own default)
 
 
 # Model types whose layers are all state-space: no attention heads required.

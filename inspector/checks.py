@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ExitCode, HfmemError, UsageError
-from .estimate import Assumptions, Precision, Settings
+from .estimate import AUTO_MAX_MODEL_LEN, Assumptions, Precision, Settings, resolve_context
 from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
-from .kvcache import KV_CACHE_DTYPES, context_length
+from .kvcache import KV_CACHE_DTYPES
 from .limits import MAX_GPUS, MAX_TOKENS
 from .text import markdown_text, terminal_safe
 from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
@@ -138,6 +138,8 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
         if key in ("id", "revision", "gpu"):
             ok = isinstance(value, str) and value.strip() != ""
             want = "a non-empty string"
+        elif key == "max_model_len" and value == "auto":
+            ok, want, value = True, "", AUTO_MAX_MODEL_LEN
         elif key in ("count", "max_model_len", "batch_size"):
             high = MAX_GPUS if key == "count" else MAX_TOKENS
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
@@ -236,7 +238,8 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
     elif precision is Precision.STORED and own and ran and own != ran and spec.dtype == "auto":
         note = (f"vLLM's --dtype auto runs this {own} model in {ran} on {target.name} "
                 f"(vllm/config/model.py _resolve_auto_dtype)")
-    context, _ = context_length(report.architecture, spec.max_model_len)
+    context = result.context_tokens or resolve_context(report.architecture, spec.max_model_len,
+                                                       settings.assumptions)[0]
     return CheckResult(spec, position, result, report.checkpoint.sha, context, note)
 
 

@@ -110,6 +110,15 @@ def _tokens(what: str) -> Bounded:
     return Bounded(int, 1, MAX_TOKENS, unit=f" {what}")
 
 
+class _ContextLength(Bounded):
+    """--max-model-len: tokens, or `auto` (or vLLM's -1): the longest context that fits."""
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("auto", "-1"):
+            return -1
+        return super().__call__(value)
+
+
 ModelArg = Annotated[
     str,
     typer.Argument(
@@ -168,8 +177,11 @@ class PrecisionChoice(str, Enum):
 # The estimate's options carry vLLM's names, so a command line can be pasted between the two.
 MaxModelLenOpt = Annotated[
     int | None,
-    typer.Option("--max-model-len", parser=_tokens("tokens"), metavar="TOKENS",
-                 help="Context length per sequence (default: the model's own, from config.json)."),
+    typer.Option("--max-model-len", parser=_ContextLength(int, 1, MAX_TOKENS, unit=" tokens, or auto"),
+                 metavar="TOKENS|auto",
+                 help="Context length per sequence (default: the model's own, from config.json, with its rope "
+                 "scaling); `auto` as vLLM's: the longest that fits. Beyond the model's own is refused unless "
+                 "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."),
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", parser=_tokens("sequences"),
                                            help="Sequences held in the KV cache at once.")]

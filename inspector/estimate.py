@@ -7,6 +7,7 @@ names its source. The README's "How the estimate is computed" is the long form o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -15,7 +16,7 @@ from typing import Any
 from .arch import Architecture
 from .errors import UsageError
 from .gpus import GPU
-from .kvcache import KVCache, compute_dtype, context_length, kv_cache, kv_cache_dtype
+from .kvcache import VLLM_DEFAULT_MAX_LEN, KVCache, compute_dtype, kv_cache, kv_cache_dtype
 from .limits import MAX_GPUS, MAX_TOKENS
 from .params import ParameterCount
 from .vllm import (
@@ -24,6 +25,7 @@ from .vllm import (
     cuda_graph_count,
     cuda_graphs_in_budget,
     default_gpu_memory_utilization,
+    derived_max_model_len,
     mxfp4_backend,
     mxfp4_expert_bytes,
     mxfp4_padding,
@@ -66,6 +68,10 @@ class Assumptions:
     max_num_seqs: int | None = None
     enforce_eager: bool = False  # vLLM's --enforce-eager: no CUDA graphs
     mxfp4_backend: str | None = None  # None: vLLM's choice for the GPU (a log that names another wins)
+    # vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN, read as vLLM's envs.py does (bool(int(...)) of "0"/"1"),
+    # when the settings are made
+    allow_long_max_model_len: bool = field(default_factory=lambda: os.environ.get(
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0").strip().lower() in ("1", "true"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "vllm_version": release_name(parse_release(self.vllm_version)),
@@ -305,6 +311,27 @@ class Estimate:
         }
 
 
+#: --max-model-len auto (vLLM's -1, 0.14.0+): the longest context whose KV cache fits the budget.
+AUTO_MAX_MODEL_LEN = -1
+
+
+def resolve_context(arch: Architecture, max_model_len: int | None, a: Assumptions) -> tuple[int, str]:
+    """(tokens, where from): --max-model-len, else (and for auto) vLLM's derived limit (the config's
+    length with its rope scaling, inspector/vllm.py derived_max_model_len), else vLLM's 2048. A
+    length beyond the limit is refused as vLLM refuses it, unless allow_long_max_model_len."""
+    release = parse_release(a.vllm_version)
+    limit = derived_max_model_len(release, arch)
+    if max_model_len is None or max_model_len == AUTO_MAX_MODEL_LEN:
+        if limit is None:
+            return VLLM_DEFAULT_MAX_LEN, "vLLM's default (config.json names no context length)"
+        scaled = limit != arch.max_position_embeddings and not arch.model_max_length
+        return limit, "config.json" + (" (with its rope scaling)" if scaled else "")
+    if limit is not None and max_model_len > limit and not a.allow_long_max_model_len:
+        raise UsageError(f"--max-model-len {max_model_len:,} is beyond the model's {limit:,} tokens, which vLLM "
+                         "refuses (set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to allow it, as vLLM does)")
+    return max_model_len, "--max-model-len"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the user asked for, under vLLM's option names."""
@@ -344,7 +371,8 @@ def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settin
     a = settings.assumptions
     for name, value, high in (("--batch-size", settings.batch_size, MAX_TOKENS),
                               ("--tensor-parallel-size", settings.tensor_parallel_size, MAX_GPUS),
-                              ("--max-model-len", settings.max_model_len or 1, MAX_TOKENS),
+                              ("--max-model-len", 1 if settings.max_model_len in (None, AUTO_MAX_MODEL_LEN)
+                               else settings.max_model_len, MAX_TOKENS),
                               ("--max-num-batched-tokens", a.max_num_batched_tokens or 1, MAX_TOKENS),
                               ("--max-num-seqs", a.max_num_seqs or 1, MAX_TOKENS)):
         if not (isinstance(value, int) and 1 <= value <= high):  # the CLI checks these; the API too
@@ -353,7 +381,7 @@ def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settin
     if util is not None and not (isinstance(util, int | float) and 0 < util <= 1):
         raise UsageError(f"--gpu-memory-utilization must be in (0, 1], not {util!r}")
     tp = settings.tensor_parallel_size
-    context, where = context_length(arch, settings.max_model_len)
+    context, where = resolve_context(arch, settings.max_model_len, a)
     e = resolve_engine(a, arch, params, context, gpu)
     # The "what if" precisions compute in 16 bits: the model's own 16-bit dtype.
     sixteen = e.dtype if e.dtype != "fp32" else compute_dtype(arch, params.stored_by_dtype_elements)

@@ -8,9 +8,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .arch import Architecture
-from .estimate import Engine, Estimate, MemoryEstimate, Precision, Settings, estimate_memory
+from .estimate import (
+    AUTO_MAX_MODEL_LEN,
+    Engine,
+    Estimate,
+    MemoryEstimate,
+    Precision,
+    Settings,
+    estimate_memory,
+    resolve_context,
+)
 from .gpus import GPU
-from .kvcache import context_length
 from .params import ParameterCount
 
 # One node: NVIDIA's HGX/DGX H100, H200 and B200 systems hold 8 GPUs (NVIDIA DGX H100 datasheet:
@@ -49,6 +57,9 @@ class Fit:
     native: bool
     reason: str = ""
     engine: Engine | None = None  # what vLLM would run with on this GPU (batch defaults, dtype)
+    gpus_needed: int | None = None  # the fewest GPUs (up to a node's 8) that fit the request
+    kv_cache_capacity_tokens: int | None = None  # vLLM's "GPU KV cache size: N tokens" at this size
+    context_tokens: int | None = None  # the context asked for (with --max-model-len auto: the longest)
 
     @property
     def fits(self) -> bool:
@@ -59,7 +70,7 @@ class Fit:
             "gpu": self.gpu.name,
             "precision": self.precision.value,
             "fits": self.fits,
-            "gpus_needed": self.tensor_parallel_size,
+            "gpus_needed": self.gpus_needed,
             "tensor_parallel_size": self.tensor_parallel_size,
             "usable_bytes_per_gpu": self.usable_bytes,
             "weights_bytes_per_gpu": self.per_gpu.weights_bytes if self.per_gpu else None,
@@ -67,6 +78,8 @@ class Fit:
             "total_bytes_per_gpu": self.per_gpu.total_bytes if self.per_gpu else None,
             "max_context_tokens": self.max_context_tokens,
             "max_batch_size": self.max_batch_size,
+            "kv_cache_capacity_tokens": self.kv_cache_capacity_tokens,
+            "context_tokens": self.context_tokens,
             "decode_tokens_per_s_bound": self.decode_tokens_per_s_bound,
             "native_precision": self.native,
             "reason": self.reason,
@@ -99,43 +112,90 @@ def _fits(est: Estimate, gpu: GPU, usable: int) -> bool:
 
 def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: GPU, settings: Settings,
         count: int | None = None) -> Fit:
-    """The smallest tensor-parallel size (or `count`) at which the model fits on `gpu`, with the
-    defaults vLLM picks on that GPU."""
+    """Where `precision` fits on `gpu`, with the defaults vLLM picks on that GPU: the smallest
+    tensor-parallel size the heads allow, among `count` GPUs available (None: a node's 8), or
+    exactly settings.tensor_parallel_size when it is above 1. Whether or not it fits, the longest
+    context and largest batch at the largest size tried, and the GPUs the request would need.
+    With max_model_len AUTO_MAX_MODEL_LEN, the request is the longest context that fits."""
     settings = replace(settings, precisions=(precision,))
+    auto = settings.max_model_len == AUTO_MAX_MODEL_LEN
     first = _memory(arch, params, settings, 1, gpu)
     engine = first.engine
+    top = resolve_context(arch, None, settings.assumptions)[0]  # the model's limit: the longest searched
+    if not auto:
+        top = max(top, first.context_tokens)  # (beyond it only with VLLM_ALLOW_LONG_MAX_MODEL_LEN)
     usable = usable_bytes(gpu, engine)
     # As stored, a model computes in the dtype vLLM picks there (bf16 needs sm80+); fp8 needs sm89+.
     native = gpu.native(engine.dtype if precision is Precision.STORED else precision.value)
-    sizes = [count] if count else range(1, MAX_NODE_GPUS + 1)
     heads, kv = arch.num_attention_heads, arch.num_key_value_heads
-    chosen = last = None
-    for tp in sizes:
-        if not tp_allowed(tp, heads, kv):
-            continue
-        est = first.estimates[0] if tp == 1 else _one(arch, params, settings, tp, gpu)
-        last = (tp, est)
-        if _fits(est, gpu, usable):
-            chosen = (tp, est)
-            break
-    if chosen is None:
-        if count and not tp_allowed(count, heads, kv):
-            reason = f"{count} GPUs cannot split {heads} attention heads / {kv} KV heads"
-        elif last is None:
-            reason = f"no GPU count up to {MAX_NODE_GPUS} can split {heads} attention heads / {kv} KV heads"
-        elif last[1].total_bytes <= usable:
-            reason = (f"vLLM needs {_gib(last[1].outside_budget_bytes)} beyond its budget (the CUDA context"
-                      f"{', CUDA graphs' if last[1].outside_budget.get('cuda_graphs') else ''}) but "
-                      f"gpu_memory_utilization {engine.gpu_memory_utilization} leaves {_gib(gpu.cuda_bytes - usable)}")
-        else:
-            on = f"{_gib(last[1].total_bytes)} per GPU on {last[0]} x {gpu.name}, {_gib(usable)} usable"
-            reason = (f"needs {on}" if count else
-                      f"needs more than {MAX_NODE_GPUS} GPUs ({on}): pipeline parallelism across nodes")
+    forced = settings.tensor_parallel_size if settings.tensor_parallel_size > 1 else None
+    if forced:
+        sizes = [forced] if tp_allowed(forced, heads, kv) else []
+    else:
+        sizes = [tp for tp in range(1, (count or MAX_NODE_GPUS) + 1) if tp_allowed(tp, heads, kv)]
+    if not sizes:  # (1 always splits: only a forced size can fail here)
+        reason = f"{forced} GPUs cannot split {heads} attention heads / {kv} KV heads"
         return Fit(gpu, precision, None, usable, None, None, None, None, native, reason, engine)
-    tp, est = chosen
-    return Fit(gpu, precision, tp, usable, est, _longest_context(arch, params, settings, tp, gpu, usable),
-               _largest_batch(est, settings, usable), _decode_bound(gpu, est, params, arch, tp), native, "",
-               engine if tp == 1 else _memory(arch, params, settings, tp, gpu).engine)
+
+    def attempt(tp: int) -> tuple[Estimate, int]:
+        """The estimate at this size and the context it is for (auto: the longest that fits)."""
+        if auto:
+            longest = _longest_context(arch, params, settings, tp, gpu, usable, top)
+            return _one(arch, params, settings, tp, gpu, max_model_len=max(1, longest)), longest
+        return (first.estimates[0] if tp == 1 else _one(arch, params, settings, tp, gpu)), first.context_tokens
+
+    chosen = None
+    for tp in sizes:
+        est, context = attempt(tp)
+        last = (tp, est, context)
+        if _fits(est, gpu, usable) and context > 0:
+            chosen = last
+            break
+    tp, est, context = chosen or last
+    longest = context if auto else _longest_context(arch, params, settings, tp, gpu, usable, top)
+    at_longest = est if auto or longest == context else _one(arch, params, settings, tp, gpu,
+                                                             max_model_len=max(1, longest))
+    capacity = _kv_capacity(arch, params, settings, tp, gpu, usable, at_longest if longest else est)
+    batch = _largest_batch(est, settings, usable) if chosen else (
+        _largest_batch(at_longest, settings, usable) if longest else 0)
+    needed = tp if chosen else _gpus_needed(arch, params, settings, gpu, usable, heads, kv, sizes)
+    eng = engine if tp == 1 else _memory(arch, params, settings, tp, gpu).engine
+    if chosen:
+        return Fit(gpu, precision, tp, usable, est, longest, batch, _decode_bound(gpu, est, params, arch, tp), native,
+                   "", eng, needed, capacity, context)
+    if est.total_bytes <= usable and context > 0:
+        reason = (f"vLLM needs {_gib(est.outside_budget_bytes)} beyond its budget (the CUDA context"
+                  f"{', CUDA graphs' if est.outside_budget.get('cuda_graphs') else ''}) but "
+                  f"gpu_memory_utilization {engine.gpu_memory_utilization} leaves {_gib(gpu.cuda_bytes - usable)}")
+    else:
+        on = f"{_gib(est.total_bytes)} per GPU on {tp} x {gpu.name}, {_gib(usable)} usable"
+        more = (f"; {needed} GPUs would fit it" if needed else
+                f"; more than {MAX_NODE_GPUS} GPUs: pipeline parallelism across nodes")
+        reason = f"needs {on}" + (more if (count or forced) else "" if needed else more)
+        if longest:
+            reason += f"; the longest context that fits there is {longest:,} tokens"
+    return Fit(gpu, precision, None, usable, None, longest or None, batch, None, native, reason, eng, needed,
+               capacity, context)
+
+
+def _gpus_needed(arch: Architecture, params: ParameterCount, settings: Settings, gpu: GPU, usable: int,
+                 heads: int, kv: int, tried: list[int]) -> int | None:
+    """The fewest GPUs of a node (up to 8) at which the request fits, beyond those tried."""
+    for tp in range(max(tried) + 1, MAX_NODE_GPUS + 1):
+        if tp_allowed(tp, heads, kv) and _fits(_one(arch, params, settings, tp, gpu), gpu, usable):
+            return tp
+    return None
+
+
+def _kv_capacity(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
+                 usable: int, est: Estimate) -> int:
+    """The tokens the KV budget holds per GPU, in whole blocks of 16 (vLLM's "GPU KV cache size"
+    line before 0.24: num_blocks x block_size, vllm/v1/core/kv_cache_utils.py)."""
+    per_token = _memory(arch, params, settings, tp, gpu).kv_cache.bytes_per_token
+    budget = usable - (est.total_bytes - est.kv_cache_bytes)
+    if per_token <= 0 or budget <= 0:
+        return 0
+    return budget // (16 * per_token) * 16
 
 
 def _gib(n: int) -> str:
@@ -143,9 +203,8 @@ def _gib(n: int) -> str:
 
 
 def _longest_context(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
-                     usable: int) -> int:
-    """The largest --max-model-len that fits at this size, up to the model's own context."""
-    top, _ = context_length(arch, None)
+                     usable: int, top: int) -> int:
+    """The largest --max-model-len that fits at this size, up to the model's limit `top` (0: none)."""
     lo, hi = 0, top
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -144,7 +144,8 @@ _MASK_NAMES = re.compile(r"(^|\.)(attn|attention)\.bias$")
 _QUANT_AUX_SUFFIXES = {
     "gptq": (".qzeros", ".scales", ".g_idx"),  # and padding biases, see is_gptq_padding_bias
     "awq": (".qzeros", ".scales"),
-    "fp8": (".weight_scale_inv", ".weight_scale", ".input_scale", ".k_scale", ".v_scale"),
+    # (`_scale_inv`: fused MoE experts store `experts.gate_up_proj_scale_inv` beside `gate_up_proj`)
+    "fp8": (".weight_scale_inv", "_scale_inv", ".weight_scale", ".input_scale", ".k_scale", ".v_scale"),
     "compressed-tensors": (
         ".weight_scale", ".weight_zero_point", ".weight_g_idx", ".weight_shape", ".input_scale",
         ".weight_global_scale", ".input_global_scale", ".k_scale", ".v_scale",
@@ -195,7 +196,7 @@ def classify(t: TensorInfo, scheme: QuantScheme | None,
             and shape[2] == shape[3]:
         return TensorKind.BUFFER, 0, t.dtype
     if scheme is None:
-        if name.endswith(".weight_scale_inv"):  # DeepSeek-style FP8 without a readable config
+        if name.endswith("_scale_inv"):  # DeepSeek-style FP8 (fused experts too) without a readable config
             return TensorKind.QUANT_AUX, 0, t.dtype
         return TensorKind.PARAMETER, t.elements, t.dtype
     method = scheme.method

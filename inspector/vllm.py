@@ -10,6 +10,7 @@ from the source distributions on PyPI (`vllm-X.tar.gz`, built from tag vX) of ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import UsageError
 
@@ -230,3 +231,26 @@ def mxfp4_expert_bytes(intermediate: int, hidden: int) -> int:
     w13 = 2 * intermediate * hidden // 2 + 2 * intermediate * hidden // 32 + 2 * intermediate * 2
     w2 = hidden * intermediate // 2 + hidden * intermediate // 32 + hidden * 2
     return w13 + w2
+
+
+def derived_max_model_len(release: tuple[int, ...], arch: Any) -> int | None:
+    """The longest --max-model-len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN, None when the
+    config names none (vllm/config/model.py _get_and_verify_max_len; from 0.14.0
+    model_arch_config_convertor.py derive_max_model_len_and_key): the config's length, replaced by
+    its `model_max_length` when it has one; scaled by the rope factor unless the rope type is su,
+    longrope or llama3 (or the model Gemma 3), YaRN giving original_max_position_embeddings x factor;
+    from 0.30.0 YaRN (and DeepSeek's YaRN) is not scaled again."""
+    derived = arch.max_position_embeddings
+    if arch.model_max_length:
+        derived = arch.model_max_length
+    if derived is None:
+        return None
+    rope = arch.rope_scaling
+    unscaled = ("su", "longrope", "llama3") + (("yarn", "deepseek_yarn", "deepseek_llama_scaling")
+                                               if release >= (0, 30) else ())
+    if rope and rope[0] not in unscaled and "gemma3" not in arch.model_type:
+        kind, factor, original = rope
+        if kind == "yarn" and original:
+            derived = original
+        derived = int(derived * factor)
+    return derived

@@ -50,7 +50,9 @@ def test_qwen_110b_through_the_fake_hub(fake_hub, capsys) -> None:
 
 @pytest.mark.parametrize("args,code,text", [
     (["--precision", "bf16", "--count", "2"], 3, "needs 112.2 GiB per GPU on 2 x A100 80GB, 72.9 GiB usable"),
-    (["--count", "3"], 3, "3 GPUs cannot split 64 attention heads / 8 KV heads"),
+    # --count is the GPUs available: 3 is searched as 1 and 2 (3 cannot split 64 heads), and the
+    # answer says how many would fit (it was "3 GPUs cannot split", though 4 fit).
+    (["--count", "3"], 3, "on 2 x A100 80GB, 72.9 GiB usable; 4 GPUs would fit it"),
     (["--gpu", "h1000"], 2, "unknown GPU"),
 ])
 def test_check_exit_codes(fake_hub, capsys, args, code, text) -> None:
@@ -130,6 +132,12 @@ def test_longest_context_and_largest_batch_by_hand() -> None:
     assert f.max_batch_size == 16
     # Decode reads every weight and one sequence's cache per token: a bound, bandwidth / bytes.
     assert f.decode_tokens_per_s_bound == 10**12 / (e.weights_bytes + 6 * block)
-    # At the model's own 4,096 tokens (256 blocks) it does not fit, and says by how much.
+    # At the model's own 4,096 tokens (256 blocks) it does not fit; it says by how much, how many
+    # GPUs would, and what does fit on this one: 1,600 tokens, one sequence, a 1,600-token KV pool.
     f = fit(arch, params, Precision.STORED, gpu, Settings(), count=1)
-    assert not f.fits and f.reason.startswith("needs ") and f.max_context_tokens is None
+    assert not f.fits and f.reason.startswith("needs ")
+    assert (f.max_context_tokens, f.max_batch_size, f.kv_cache_capacity_tokens, f.gpus_needed) == (1600, 1, 1600, 2)
+    assert f.reason.endswith("; 2 GPUs would fit it; the longest context that fits there is 1,600 tokens")
+    # --max-model-len auto: the longest context is the request, and it fits.
+    f = fit(arch, params, Precision.STORED, gpu, Settings(max_model_len=-1), count=1)
+    assert f.fits and f.context_tokens == f.max_context_tokens == 1600

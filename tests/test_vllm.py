@@ -140,3 +140,82 @@ def test_gpt_oss_120b_does_not_fit_one_h100_at_its_full_context(release: list[st
     # vLLM 0.10.1 fails to start there ("Available KV cache memory: -2.14 GiB", vllm#23278).
     code = run(["check", _path("openai/gpt-oss-120b"), "--gpu", "h100", "--count", "1", *release])
     assert code == 3, capsys.readouterr().out
+
+
+def _falcon_40b() -> dict:
+    return json.loads((ROOT / "fixtures" / "configs" / "tiiuae--falcon-40b.json").read_text())
+
+
+@pytest.mark.parametrize(("change", "kv_heads"), [
+    ({}, 8),  # the real Falcon-40B config
+    ({"multi_query": True}, 8),  # new decoder architecture: num_kv_heads holds (was taken as 1: KV 8x small)
+    ({"new_decoder_architecture": False, "multi_query": True}, 1),  # Falcon-7B's layout
+])
+def test_falcons_three_layouts(change: dict, kv_heads: int) -> None:
+    from inspector.arch import parse_architecture
+
+    assert parse_architecture({**_falcon_40b(), **change}).num_key_value_heads == kv_heads
+
+
+def test_kv_heads_of_mpt_dbrx_and_chatglm() -> None:
+    from inspector.arch import parse_architecture
+
+    base = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 8}
+    assert parse_architecture({**base, "model_type": "mpt", "attn_config": {"kv_n_heads": 2}}).num_key_value_heads == 2
+    assert parse_architecture({**base, "model_type": "mpt", "attn_config": {}}).num_key_value_heads == 8
+    assert parse_architecture({**base, "model_type": "dbrx", "attn_config": {"kv_n_heads": 4}}).num_key_value_heads \
+        == 4
+    # vLLM reads multi_query_group_num whatever multi_query_attention says.
+    assert parse_architecture({**base, "model_type": "chatglm", "multi_query_group_num": 2}).num_key_value_heads == 2
+
+
+@pytest.mark.parametrize("scheme", [None, "fp8"])
+def test_fused_experts_fp8_scales_are_not_parameters(scheme: str | None) -> None:
+    from inspector.header import TensorInfo
+    from inspector.params import TensorKind, classify, quant_scheme
+
+    t = TensorInfo("model.layers.0.mlp.experts.gate_up_proj_scale_inv", "F32", (128, 48, 16), 0, 128 * 48 * 16 * 4)
+    q = quant_scheme({"quant_method": scheme}) if scheme else None
+    assert classify(t, q)[0] is TensorKind.QUANT_AUX
+
+
+def test_an_impossible_tensor_parallel_size_is_a_usage_error(capsys) -> None:
+    assert run([_path("Qwen/Qwen2-7B-Instruct"), "-tp", "3"]) == 2  # was a table of "-" and exit 0
+    out, err = capsys.readouterr()
+    assert out == "" and "--tensor-parallel-size 3 cannot split 28 attention heads / 4 KV heads" in err
+
+
+@pytest.mark.parametrize("length", ["65536", "1000000000000"])
+def test_a_context_beyond_the_models_is_refused_as_vllm_does(length: str, monkeypatch, capsys) -> None:
+    qwen = _path("Qwen/Qwen2-7B-Instruct")  # max_position_embeddings 32768, no rope scaling
+    assert run([qwen, "--max-model-len", length]) == 2
+    if length == "65536":
+        assert "beyond the model's 32,768 tokens" in capsys.readouterr().err
+        monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        assert run([qwen, "--max-model-len", length, "--json"]) == 0
+
+
+def test_the_limit_follows_the_rope_scaling_by_release() -> None:
+    from inspector.arch import parse_architecture
+    from inspector.vllm import derived_max_model_len
+
+    cfg = {"model_type": "qwen2", "num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 8,
+           "max_position_embeddings": 32768,
+           "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    a = parse_architecture(cfg)
+    assert derived_max_model_len((0, 29, 0), a) == 131072  # original x factor
+    assert derived_max_model_len((0, 30, 0), a) == 32768  # YaRN is no longer scaled again
+    linear = parse_architecture({**cfg, "rope_scaling": {"type": "linear", "factor": 2.0}})
+    assert derived_max_model_len((0, 33, 0), linear) == 65536
+    llama3 = parse_architecture({**cfg, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    assert derived_max_model_len((0, 33, 0), llama3) == 32768
+
+
+def test_check_max_model_len_auto_answers_the_longest_context(capsys) -> None:
+    # The "done when": a consumer GPU, one of it, the longest context.
+    code = run(["check", _path("meta-llama/Llama-3.1-8B-Instruct"), "--gpu", "RTX 4090 24GB", "--count", "1",
+                "--max-model-len", "auto", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["fits"]
+    assert 0 < doc["context_tokens"] == doc["max_context_tokens"] < 131072  # the longest that fits, not the model's
+    assert doc["kv_cache_capacity_tokens"] >= doc["context_tokens"]
