@@ -112,6 +112,10 @@ EXPECTED = {
     "AntonV--mamba2-130m-hf.json": ("mamba2", 24, 768, 0, 0, 0, 50288, None, {"mamba": 24}, None, 0),
     "llava-hf--llava-1.5-7b-hf.json": ("llama", 32, 4096, 32, 32, 128, 32064, 4096, {"full_attention": 32}, None,
                                        attn(32, 32, 128)),
+    # Mistral3: text_config is a Mistral decoder with head_dim 128 (not 5120 / 32 = 160) and
+    # sliding_window null -> full attention on all 40 layers.
+    "mistralai--Mistral-Small-3.1-24B-Instruct-2503.json": ("mistral", 40, 5120, 32, 8, 128, 131072, 131072,
+                                                            {"full_attention": 40}, None, attn(40, 8, 128)),
     "huihui-ai--Qwen2.5-VL-3B-Instruct-abliterated.json": ("qwen2_5_vl", 36, 2048, 16, 2, 128, 151936, 128000,
                                                             {"full_attention": 36}, None, attn(36, 2, 128)),
     # T5-base (original config): 12 decoder layers as the encoder, d_kv 64, n_positions 512.

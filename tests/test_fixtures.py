@@ -50,6 +50,12 @@ GPT_OSS_120B_LAYER = (
     + 2 * 2880
 )
 GPT_OSS_120B_EXPERT_WEIGHTS = 36 * 128 * (2880 * 5760 + 2880 * 2880)
+# Pixtral vision tower of Mistral Small 3.1 (1540 px, patch 14, 24 layers of 1024, gated MLP of 4096,
+# no biases): patch conv, ln_pre, per layer q/k/v/o + gate/up/down + 2 RMSNorms.
+PIXTRAL_24 = 1024 * 3 * 14 * 14 + 1024 + 24 * (4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024)
+# Mistral3 projector: RMSNorm(1024), patch merger (2x2 -> 4096 -> 1024), linear_1 1024 -> 5120,
+# linear_2 5120 -> 5120; multimodal_projector_bias false.
+MISTRAL3_PROJECTOR = 1024 + 4096 * 1024 + 1024 * 5120 + 5120 * 5120
 
 # repo id -> (parameters, stored elements, weights bytes)
 EXPECTED = {
@@ -137,6 +143,13 @@ EXPECTED = {
         decoder(vocab=151936, hidden=5120, layers=64, inter=25600, heads=64, kv_heads=8, head_dim=128)
         + 64 * 2 * 128,
         None, 65_524_246_528,
+    ),
+    # Text decoder + Pixtral + projector = 24,011,361,280, the published count of Mistral Small 3.1
+    # and 3.2 (fixtures/README.md); all BF16, untied head.
+    "mistralai/Mistral-Small-3.1-24B-Instruct-2503": (
+        decoder(vocab=131072, hidden=5120, layers=40, inter=32768, heads=32, kv_heads=8, head_dim=128)
+        + PIXTRAL_24 + MISTRAL3_PROJECTOR,
+        24_011_361_280, 2 * 24_011_361_280,
     ),
 }
 
