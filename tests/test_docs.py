@@ -36,10 +36,13 @@ def test_every_exit_code_is_in_the_readme_table() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    assert "python -m pytest" in README
-    assert ".venv/bin/python -m pytest" in (ROOT / ".ci" / "run").read_text()
+    # The same venv, the same extra, the same pytest call as the README's second command.
+    command = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/python -m pytest"
+    assert command in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv" in ci and ".venv/bin/python -m pytest" in ci
 
 
 def test_readme_first_command_names_a_bundled_snapshot() -> None:
-    m = re.search(r"pip install \. && hfmem (\S+)", README)
+    m = re.search(r"python3 -m venv \.venv && \.venv/bin/pip install \. && \.venv/bin/hfmem (\S+)", README)
     assert m and (ROOT / m[1]).is_file()
