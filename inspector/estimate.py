@@ -26,6 +26,7 @@ from .vllm import (
     cuda_graphs_in_budget,
     default_gpu_memory_utilization,
     derived_max_model_len,
+    flashinfer_sampler,
     mxfp4_backend,
     mxfp4_expert_bytes,
     mxfp4_padding,
@@ -72,6 +73,11 @@ class Assumptions:
     # when the settings are made
     allow_long_max_model_len: bool = field(default_factory=lambda: os.environ.get(
         "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0").strip().lower() in ("1", "true"))
+    # vLLM's VLLM_USE_FLASHINFER_SAMPLER: None (unset) is vLLM's default for the release, taken as
+    # FlashInfer not installed (inspector/vllm.py flashinfer_sampler)
+    flashinfer_sampler: bool | None = field(default_factory=lambda: {"1": True, "true": True, "0": False,
+                                            "false": False}.get(os.environ.get("VLLM_USE_FLASHINFER_SAMPLER",
+                                                                               "").strip().lower()))
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "vllm_version": release_name(parse_release(self.vllm_version)),
@@ -93,12 +99,14 @@ class Engine:
     cuda_graphs_in_budget: bool
     compute_capability: str = "9.0"  # the GPU's (an H100's for the memory table): kernels differ by it
     mxfp4_backend: str = "marlin"
+    flashinfer_sampler: bool = False  # top-k/top-p by FlashInfer's kernel rather than PyTorch's sort
 
     def to_dict(self) -> dict[str, Any]:
         return {"vllm_version": release_name(self.release), "gpu_memory_utilization": self.gpu_memory_utilization,
                 "max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
                 "batch_defaults": self.batch_tier, "dtype": self.dtype, "enforce_eager": self.enforce_eager,
-                "cuda_graphs_in_budget": self.cuda_graphs_in_budget}
+                "cuda_graphs_in_budget": self.cuda_graphs_in_budget,
+                "sampler": "flashinfer" if self.flashinfer_sampler else "pytorch"}
 
 
 def resolve_engine(a: Assumptions, arch: Architecture, params: ParameterCount, context: int,
@@ -118,7 +126,7 @@ def resolve_engine(a: Assumptions, arch: Architecture, params: ParameterCount, c
         chosen = auto_dtype(stored, arch.model_type, bf16_supported=gpu.bf16 if gpu else True)
     cc = gpu.compute_capability if gpu else "9.0"
     return Engine(release, util, tokens, seqs, tier, chosen, a.enforce_eager, cuda_graphs_in_budget(release), cc,
-                  a.mxfp4_backend or mxfp4_backend(release, cc))
+                  a.mxfp4_backend or mxfp4_backend(release, cc), flashinfer_sampler(release, a.flashinfer_sampler))
 
 
 def kernel_padding_bytes(arch: Architecture, params: ParameterCount, e: Engine, tp: int = 1) -> int:
@@ -208,6 +216,9 @@ def active_params(params: ParameterCount, arch: Architecture) -> int | None:
 # (vllm/v1/sample/sampler.py, ops/topk_topp_sampler.py); the fit measures what those leave at peak.
 SAMPLER_BYTES_PER_LOGIT = 38.2
 SAMPLER_BYTES_PER_HIDDEN = 2.69
+# With FlashInfer's top-k/top-p kernel (no sort): 16.1, from the one such log found, Mistral-Small-3.2
+# on vLLM 0.11.0, the last release that used it by default ("peak activation 2.12 GiB", llm-d).
+SAMPLER_BYTES_PER_LOGIT_FLASHINFER = 16.1
 
 
 def activation_bytes(arch: Architecture, e: Engine, compute_bits: int, tp: int = 1) -> int:
@@ -235,7 +246,8 @@ def activation_bytes(arch: Architecture, e: Engine, compute_bits: int, tp: int =
         widest = max(widest, arch.num_experts_per_tok * (max(n, h) + n // 2))
     forward = t * (4 * h + widest) * b
     rows = min(e.max_num_seqs, t)
-    sampler = int(t * h * SAMPLER_BYTES_PER_HIDDEN + rows * (arch.vocab_size or 0) * SAMPLER_BYTES_PER_LOGIT)
+    per_logit = SAMPLER_BYTES_PER_LOGIT_FLASHINFER if e.flashinfer_sampler else SAMPLER_BYTES_PER_LOGIT
+    sampler = int(t * h * SAMPLER_BYTES_PER_HIDDEN + rows * (arch.vocab_size or 0) * per_logit)
     return max(forward, sampler)
 
 

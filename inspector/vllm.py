@@ -254,3 +254,12 @@ def derived_max_model_len(release: tuple[int, ...], arch: Any) -> int | None:
             derived = original
         derived = int(derived * factor)
     return derived
+
+
+def flashinfer_sampler(release: tuple[int, ...], env: bool | None) -> bool:
+    """Whether top-k/top-p runs in FlashInfer's kernel (vllm/v1/sample/ops/topk_topp_sampler.py
+    TopKTopPSampler.__init__): 0.9.1-0.11.0 use it whenever FlashInfer >= 0.2.3 is installed unless
+    VLLM_USE_FLASHINFER_SAMPLER=0 ("In V1, None means True"); from 0.11.1 only with
+    VLLM_USE_FLASHINFER_SAMPLER=1 ("Users must opt in explicitly"). Unset, hfmem takes FlashInfer as
+    not installed (a plain `pip install vllm`): the larger, sort-based peak."""
+    return bool(env)

@@ -143,7 +143,7 @@ def test_json_memory_contract(capsys) -> None:
         "engine": "vllm", "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 8192, "max_num_seqs": 256,
         "enforce_eager": False, "tensor_parallel_size": 4, "context_source": "--max-model-len",
         "compute_dtype": "bf16", "vllm_version": "0.33.0", "entrypoint": "serve", "dtype": "bf16",
-        "batch_defaults": ">= 70 GiB", "cuda_graphs_in_budget": True,
+        "batch_defaults": ">= 70 GiB", "cuda_graphs_in_budget": True, "sampler": "pytorch",
     }
     arch = doc["architecture"]
     assert (arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]) == (80, 8, 128)

@@ -219,3 +219,16 @@ def test_check_max_model_len_auto_answers_the_longest_context(capsys) -> None:
     assert code == 0 and doc["fits"]
     assert 0 < doc["context_tokens"] == doc["max_context_tokens"] < 131072  # the longest that fits, not the model's
     assert doc["kv_cache_capacity_tokens"] >= doc["context_tokens"]
+
+
+def test_the_sampler_peak_follows_vllm_use_flashinfer_sampler(monkeypatch) -> None:
+    report = inspect_model(_path("meta-llama/Llama-3.1-8B-Instruct"))
+    assert report.architecture is not None
+    settings = Settings(precisions=(Precision.STORED,))
+    native = estimate_memory(report.architecture, report.parameters, settings)
+    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "1")
+    flash = estimate_memory(report.architecture, report.parameters, Settings(precisions=(Precision.STORED,)))
+    assert native.engine.flashinfer_sampler is False and flash.engine.flashinfer_sampler is True
+    rows, vocab = 1024, 128256
+    assert native.estimates[0].activation_bytes - flash.estimates[0].activation_bytes == \
+        int(8192 * 4096 * 2.69 + rows * vocab * 38.2) - int(8192 * 4096 * 2.69 + rows * vocab * 16.1)
