@@ -353,7 +353,7 @@ class Settings:
     kv_cache_dtype: str = "auto"
     tensor_parallel_size: int = 1
     precisions: tuple[Precision, ...] = JSON_PRECISIONS
-    assumptions: Assumptions = Assumptions()
+    assumptions: Assumptions = field(default_factory=Assumptions)  # (the environment is read when made)
 
 
 @dataclass(frozen=True)
@@ -376,10 +376,11 @@ class MemoryEstimate:
         }
 
 
-def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settings = Settings(),
+def estimate_memory(arch: Architecture, params: ParameterCount, settings: Settings | None = None,
                     gpu: GPU | None = None) -> MemoryEstimate:
     """Every memory term for every requested precision, per GPU at the tensor-parallel size, with
     vLLM's defaults for `gpu` (None: a GPU of vLLM's ">= 70 GiB" tier, such as an H100)."""
+    settings = settings or Settings()
     a = settings.assumptions
     for name, value, high in (("--batch-size", settings.batch_size, MAX_TOKENS),
                               ("--tensor-parallel-size", settings.tensor_parallel_size, MAX_GPUS),
