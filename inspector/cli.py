@@ -425,8 +425,6 @@ def check_cmd(
                        deadline=deadline, gpus=())
         results = [evaluate(spec, report, gpus)]
         if fmt is OutputFormat.table:
-            from .text import terminal_safe
-
             sys.stdout.write(terminal_safe(_check_line(results[0]).rstrip("\n")) + "\n")
         elif fmt is OutputFormat.json:
             import json
@@ -495,8 +493,6 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 
     size = info["bytes"]
     assert isinstance(size, int)
-    from .text import terminal_safe
-
     sys.stdout.write(
         f"path            {terminal_safe(str(info['path']))}\n"
         f"size            {size:,} bytes ({gib(size)})\n"
@@ -558,16 +554,12 @@ def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | Non
 
 def _hint(message: str, quiet: bool) -> None:
     if not quiet:  # warnings carry names and messages from outside: one line, shown as they are
-        from .text import terminal_safe
-
         sys.stderr.write(terminal_safe(message) + "\n")
 
 
 def _fail(message: str, code: int) -> int:
     # One line, no colour codes unless wanted: plain text honours NO_COLOR trivially.
     # A server's message or a name from a repo may hold escape sequences: shown escaped, on one line.
-    from .text import terminal_safe
-
     line = next((x for x in message.splitlines() if x.strip()), "unknown error")
     sys.stderr.write(f"hfmem: error: {terminal_safe(line)}\n")
     return code

@@ -126,7 +126,7 @@ def resolve_engine(a: Assumptions, arch: Architecture, params: ParameterCount, c
         chosen = auto_dtype(stored, arch.model_type, bf16_supported=gpu.bf16 if gpu else True)
     cc = gpu.compute_capability if gpu else "9.0"
     return Engine(release, util, tokens, seqs, tier, chosen, a.enforce_eager, cuda_graphs_in_budget(release), cc,
-                  a.mxfp4_backend or mxfp4_backend(release, cc), flashinfer_sampler(release, a.flashinfer_sampler))
+                  a.mxfp4_backend or mxfp4_backend(release, cc), flashinfer_sampler(a.flashinfer_sampler))
 
 
 def kernel_padding_bytes(arch: Architecture, params: ParameterCount, e: Engine, tp: int = 1) -> int:

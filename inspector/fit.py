@@ -137,29 +137,29 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
         reason = f"{forced} GPUs cannot split {heads} attention heads / {kv} KV heads"
         return Fit(gpu, precision, None, usable, None, None, None, None, native, reason, engine)
 
-    def attempt(tp: int) -> tuple[Estimate, int]:
-        """The estimate at this size and the context it is for (auto: the longest that fits)."""
+    def attempt(tp: int) -> tuple[MemoryEstimate, int]:
+        """The memory at this size and the context it is for (auto: the longest that fits)."""
         if auto:
             longest = _longest_context(arch, params, settings, tp, gpu, usable, top)
-            return _one(arch, params, settings, tp, gpu, max_model_len=max(1, longest)), longest
-        return (first.estimates[0] if tp == 1 else _one(arch, params, settings, tp, gpu)), first.context_tokens
+            return _memory(arch, params, settings, tp, gpu, max_model_len=max(1, longest)), longest
+        return (first if tp == 1 else _memory(arch, params, settings, tp, gpu)), first.context_tokens
 
     chosen = None
     for tp in sizes:
-        est, context = attempt(tp)
-        last = (tp, est, context)
-        if _fits(est, gpu, usable) and context > 0:
+        m, context = attempt(tp)
+        last = (tp, m, context)
+        if _fits(m.estimates[0], gpu, usable) and context > 0:
             chosen = last
             break
-    tp, est, context = chosen or last
+    tp, m, context = chosen or last
+    est, eng = m.estimates[0], m.engine
     longest = context if auto else _longest_context(arch, params, settings, tp, gpu, usable, top)
     at_longest = est if auto or longest == context else _one(arch, params, settings, tp, gpu,
                                                              max_model_len=max(1, longest))
-    capacity = _kv_capacity(arch, params, settings, tp, gpu, usable, at_longest if longest else est)
+    capacity = _kv_capacity(m.kv_cache.bytes_per_token, usable, at_longest if longest else est)
     batch = _largest_batch(est, settings, usable) if chosen else (
         _largest_batch(at_longest, settings, usable) if longest else 0)
     needed = tp if chosen else _gpus_needed(arch, params, settings, gpu, usable, heads, kv, sizes)
-    eng = engine if tp == 1 else _memory(arch, params, settings, tp, gpu).engine
     if chosen:
         return Fit(gpu, precision, tp, usable, est, longest, batch, _decode_bound(gpu, est, params, arch, tp), native,
                    "", eng, needed, capacity, context)
@@ -171,7 +171,7 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
         on = f"{_gib(est.total_bytes)} per GPU on {tp} x {gpu.name}, {_gib(usable)} usable"
         more = (f"; {needed} GPUs would fit it" if needed else
                 f"; more than {MAX_NODE_GPUS} GPUs: pipeline parallelism across nodes")
-        reason = f"needs {on}" + (more if (count or forced) else "" if needed else more)
+        reason = f"needs {on}{more}"
         if longest:
             reason += f"; the longest context that fits there is {longest:,} tokens"
     return Fit(gpu, precision, None, usable, None, longest or None, batch, None, native, reason, eng, needed,
@@ -187,11 +187,9 @@ def _gpus_needed(arch: Architecture, params: ParameterCount, settings: Settings,
     return None
 
 
-def _kv_capacity(arch: Architecture, params: ParameterCount, settings: Settings, tp: int, gpu: GPU,
-                 usable: int, est: Estimate) -> int:
+def _kv_capacity(per_token: int, usable: int, est: Estimate) -> int:
     """The tokens the KV budget holds per GPU, in whole blocks of 16 (vLLM's "GPU KV cache size"
     line before 0.24: num_blocks x block_size, vllm/v1/core/kv_cache_utils.py)."""
-    per_token = _memory(arch, params, settings, tp, gpu).kv_cache.bytes_per_token
     budget = usable - (est.total_bytes - est.kv_cache_bytes)
     if per_token <= 0 or budget <= 0:
         return 0

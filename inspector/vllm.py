@@ -10,6 +10,7 @@ from the source distributions on PyPI (`vllm-X.tar.gz`, built from tag vX) of ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .errors import UsageError
@@ -39,6 +40,7 @@ def supported_range() -> str:
     return f"{release_name(RELEASES[0])} to {release_name(NEWEST)}"
 
 
+@lru_cache(maxsize=256)  # (pure; called for every step of the fit's searches)
 def parse_release(text: str | None) -> tuple[int, int, int]:
     """A `--vllm-version` value as a known release; None is the newest hfmem knows.
 
@@ -74,6 +76,7 @@ class BatchDefaults:
     tier: str  # which of vLLM's device tiers chose them, said in the output
 
 
+@lru_cache(maxsize=256)  # (pure; called for every step of the fit's searches)
 def batch_defaults(release: tuple[int, ...], entrypoint: str, *, device_total_bytes: int | None,
                    device_name: str = "", compute_capability: str = "",
                    max_model_len: int | None = None) -> BatchDefaults:
@@ -186,6 +189,7 @@ def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_
     return sorted(set(sizes))
 
 
+@lru_cache(maxsize=256)  # (pure; called for every step of the fit's searches)
 def cuda_graph_count(release: tuple[int, ...], max_num_batched_tokens: int, max_num_seqs: int) -> int:
     """Graphs captured: a piecewise graph per size, and from 0.11.0 (cudagraph_mode
     FULL_AND_PIECEWISE by default) a full graph per size of a uniform decode batch (<= max_num_seqs)."""
@@ -256,7 +260,7 @@ def derived_max_model_len(release: tuple[int, ...], arch: Any) -> int | None:
     return derived
 
 
-def flashinfer_sampler(release: tuple[int, ...], env: bool | None) -> bool:
+def flashinfer_sampler(env: bool | None) -> bool:
     """Whether top-k/top-p runs in FlashInfer's kernel (vllm/v1/sample/ops/topk_topp_sampler.py
     TopKTopPSampler.__init__): 0.9.1-0.11.0 use it whenever FlashInfer >= 0.2.3 is installed unless
     VLLM_USE_FLASHINFER_SAMPLER=0 ("In V1, None means True"); from 0.11.1 only with

@@ -39,8 +39,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     # The same venv, the same extra, the same pytest call as the README's second command.
     command = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/python -m pytest"
     assert command in README
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "python3 -m venv .venv" in ci and ".venv/bin/python -m pytest" in ci
+    assert command in (ROOT / ".ci" / "run").read_text()
 
 
 def test_readme_first_command_names_a_bundled_snapshot() -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 MODULES = ["api", "arch", "estimate", "header", "kvcache", "params", "report", "source", "checkpoint", "hub", "checks",
-           "fit", "gpus", "cache", "text"]
+           "fit", "gpus", "cache", "text", "vllm"]
 
 
 @pytest.mark.parametrize("name", MODULES)
