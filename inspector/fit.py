@@ -19,6 +19,7 @@ from .estimate import (
     resolve_context,
 )
 from .gpus import GPU
+from .kvcache import KVCache, capacity_tokens
 from .params import ParameterCount
 
 # One node: NVIDIA's HGX/DGX H100, H200 and B200 systems hold 8 GPUs (NVIDIA DGX H100 datasheet:
@@ -156,7 +157,7 @@ def fit(arch: Architecture, params: ParameterCount, precision: Precision, gpu: G
     longest = context if auto else _longest_context(arch, params, settings, tp, gpu, usable, top)
     at_longest = est if auto or longest == context else _one(arch, params, settings, tp, gpu,
                                                              max_model_len=max(1, longest))
-    capacity = _kv_capacity(m.kv_cache.bytes_per_token, usable, at_longest if longest else est)
+    capacity = _kv_capacity(m.kv_cache, usable, at_longest if longest else est)
     batch = _largest_batch(est, settings, usable) if chosen else (
         _largest_batch(at_longest, settings, usable) if longest else 0)
     needed = tp if chosen else _gpus_needed(arch, params, settings, gpu, usable, heads, kv, sizes)
@@ -187,13 +188,10 @@ def _gpus_needed(arch: Architecture, params: ParameterCount, settings: Settings,
     return None
 
 
-def _kv_capacity(per_token: int, usable: int, est: Estimate) -> int:
-    """The tokens the KV budget holds per GPU, in whole blocks of 16 (vLLM's "GPU KV cache size"
-    line before 0.24: num_blocks x block_size, vllm/v1/core/kv_cache_utils.py)."""
-    budget = usable - (est.total_bytes - est.kv_cache_bytes)
-    if per_token <= 0 or budget <= 0:
-        return 0
-    return budget // (16 * per_token) * 16
+def _kv_capacity(kv: KVCache, usable: int, est: Estimate) -> int:
+    """The tokens the KV budget holds per GPU, as vLLM's "GPU KV cache size" line counts them
+    (inspector/kvcache.py capacity_tokens)."""
+    return capacity_tokens(kv, usable - (est.total_bytes - est.kv_cache_bytes))
 
 
 def _gib(n: int) -> str:

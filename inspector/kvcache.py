@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .arch import Architecture, LayerKind
@@ -69,6 +69,13 @@ def context_length(arch: Architecture, max_model_len: int | None) -> tuple[int, 
     return VLLM_DEFAULT_MAX_LEN, "vLLM's default (config.json names no context length)"
 
 
+# vLLM allocates the cache in blocks: 16 tokens on CUDA (vllm/platforms/cuda.py, CacheConfig
+# DEFAULT_BLOCK_SIZE), 64 for MLA (FlashMLA, the pre-Blackwell default, forces 64:
+# vllm/v1/attention/backends/mla/flashmla.py get_supported_kernel_block_sizes).
+BLOCK_SIZE = 16
+MLA_BLOCK_SIZE = 64
+
+
 @dataclass(frozen=True)
 class KVGroup:
     """The layers of one kind and what they cache for one sequence."""
@@ -77,11 +84,14 @@ class KVGroup:
     layers: int
     bytes_per_token: int  # all layers of this kind together; 0 for fixed-state layers
     tokens: int  # tokens held per sequence (after the window / chunk cap)
-    bytes_per_sequence: int
+    bytes_per_sequence: int  # padding layers included
+    block_tokens: int = BLOCK_SIZE  # tokens per block of vLLM's pool (64 for MLA)
+    padding_layers: int = 0  # vLLM's hybrid allocator pads this kind to whole groups (below)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "layers": self.layers, "bytes_per_token": self.bytes_per_token,
-                "tokens": self.tokens, "bytes_per_sequence": self.bytes_per_sequence}
+                "tokens": self.tokens, "bytes_per_sequence": self.bytes_per_sequence,
+                "padding_layers": self.padding_layers}
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ class KVCache:
     state_bytes_per_sequence: int
     groups: tuple[KVGroup, ...]
     tensor_parallel_size: int = 1
+    group_layers: int = 0  # layers per group of vLLM's hybrid allocator (0: one kind, one group)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,10 +121,6 @@ class KVCache:
         }
 
 
-# vLLM allocates the cache in blocks: 16 tokens on CUDA (vllm/platforms/cuda.py, CacheConfig
-# DEFAULT_BLOCK_SIZE), 64 for MLA (FlashMLA, the pre-Blackwell default, forces 64).
-BLOCK_SIZE = 16
-MLA_BLOCK_SIZE = 64
 
 
 def _blocks(tokens: int, block: int) -> int:
@@ -170,7 +177,12 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
             tokens = min(tokens, _blocks(context, block) * block)
         elif kind is LayerKind.CHUNKED and arch.attention_chunk_size:
             tokens = _blocks(min(context, arch.attention_chunk_size + max_num_batched_tokens), block) * block
-        groups.append(KVGroup(kind.value, n, per_token, tokens, per_token * tokens))
+        groups.append(KVGroup(kind.value, n, per_token, tokens, per_token * tokens, block))
+    size = hybrid_group_layers([g.layers for g in groups]) if len({g.bytes_per_token // g.layers
+                                                                    for g in groups}) == 1 else 0
+    if size:  # pad each kind to whole groups: the padding layers' pages are allocated too
+        groups = [replace(g, padding_layers=pad, bytes_per_sequence=g.bytes_per_sequence * (g.layers + pad)
+                          // g.layers) for g in groups for pad in [-g.layers % size]]
     state = 0
     if arch.state is not None:
         n = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0)
@@ -184,4 +196,46 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
         state += per_token * context
     per_seq = sum(g.bytes_per_sequence for g in groups)
     return KVCache(name, sum(g.bytes_per_token for g in groups), context, batch, per_seq * batch,
-                   state, tuple(groups), tp)
+                   state, tuple(groups), tp, size)
+
+
+def hybrid_group_layers(layers_per_kind: list[int]) -> int:
+    """The layers per group when a model mixes attention kinds of one page size (vllm/v1/core/
+    kv_cache_utils.py _get_kv_cache_groups_uniform_page_size, 0.10.0+): the fewest layers of a
+    kind, or the most when that is under 1.5 x the fewest; each kind is cut into groups of that
+    many layers, the last padded. 0 for a single kind (one group, no padding).
+
+    >>> hybrid_group_layers([5, 29]), hybrid_group_layers([12, 12]), hybrid_group_layers([13, 12])
+    (5, 12, 13)
+    """
+    if len(layers_per_kind) < 2:
+        return 0
+    low, high = min(layers_per_kind), max(layers_per_kind)
+    return high if high < low * 1.5 else low
+
+
+def capacity_tokens(kv: KVCache, budget_bytes: int) -> int:
+    """vLLM's "GPU KV cache size: N tokens" for a KV budget on one GPU (vllm/v1/core/
+    kv_cache_utils.py get_kv_cache_config_from_groups and _report_kv_cache_config): blocks of
+    `block_tokens` tokens across every layer; with a hybrid allocator the pool holds
+    budget // (page x layers per group) blocks, shared by every group, and the line reports
+    blocks // groups x block tokens. Fixed-state (Mamba) layers are not counted.
+
+    >>> from inspector.arch import parse_architecture
+    >>> a = parse_architecture({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+    ...                         "num_attention_heads": 4, "num_key_value_heads": 2})
+    >>> capacity_tokens(kv_cache(a, 16, 1, ("bf16", 16)), 10_000)  # 256 bytes a token: 39 -> 32
+    32
+    """
+    attention = [g for g in kv.groups if g.bytes_per_token and g.kind != "cross_attention"]
+    if budget_bytes <= 0 or not attention:
+        return 0
+    if not kv.group_layers:
+        per_token = sum(g.bytes_per_token for g in attention)
+        block = attention[0].block_tokens
+        return budget_bytes // (block * per_token) * block
+    block = min(g.block_tokens for g in attention)
+    page = attention[0].bytes_per_token // attention[0].layers * attention[0].block_tokens
+    blocks = budget_bytes // page // kv.group_layers
+    groups = sum((g.layers + g.padding_layers) // kv.group_layers for g in attention)
+    return blocks // groups * block

@@ -23,7 +23,7 @@ from inspector.estimate import (
     resolve_engine,
     weights_bytes,
 )
-from inspector.kvcache import context_length, kv_cache, kv_cache_dtype
+from inspector.kvcache import capacity_tokens, context_length, kv_cache, kv_cache_dtype
 
 MIB = 1 << 20
 
@@ -42,8 +42,26 @@ def test_gemma3_caps_its_sliding_layers() -> None:
     kv = kv_cache(a, 32768, 1, ("bf16", 16))
     per_layer = 2 * 4 * 256 * 2
     assert kv.bytes_per_token == 34 * per_layer
-    assert kv.bytes == 29 * per_layer * sliding_tokens(1024, 32768) + 5 * per_layer * 32768
+    # vLLM's hybrid allocator groups 5 layers at a time (the 5 full layers); the 29 sliding ones
+    # make 6 groups, the last padded with one layer whose pages are allocated too.
+    assert kv.bytes == 30 * per_layer * sliding_tokens(1024, 32768) + 5 * per_layer * 32768
     assert kv.bytes < kv.bytes_per_token * 32768
+    assert (kv.group_layers, [g.padding_layers for g in kv.groups]) == (5, [0, 1])
+
+
+def test_the_kv_capacity_line_counts_blocks_as_vllm_does() -> None:
+    """vLLM's "GPU KV cache size: N tokens": one kind, budget // (16 x bytes per token) x 16; hybrid,
+    blocks of (page x group layers) split among the groups (vllm/v1/core/kv_cache_utils.py)."""
+    budget = 10 * 2**30
+    llama = parse_architecture(load("meta-llama--Llama-3.1-70B-Instruct.json"))
+    per_token = 80 * 2 * 8 * 128 * 2
+    assert capacity_tokens(kv_cache(llama, 4096, 1, ("bf16", 16)), budget) == budget // (16 * per_token) * 16
+    gemma = parse_architecture(load("mlx-community--gemma-3-4b-it-bf16.json"))
+    page = 16 * 2 * 4 * 256 * 2  # one layer's block
+    assert capacity_tokens(kv_cache(gemma, 4096, 1, ("bf16", 16)), budget) == budget // page // 5 // 7 * 16
+    deepseek = parse_architecture(load("deepseek-ai--DeepSeek-V3.json"))
+    mla_page = 64 * (512 + 64) * 2
+    assert capacity_tokens(kv_cache(deepseek, 4096, 1, ("bf16", 16)), budget) == budget // mla_page // 61 * 64
 
 
 def test_gpt_oss_caps_its_sliding_layers() -> None:

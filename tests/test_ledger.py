@@ -17,6 +17,7 @@ from inspector.api import inspect_model
 from inspector.estimate import Assumptions, Precision, Settings, estimate_memory
 from inspector.fit import usable_bytes
 from inspector.gpus import find_gpu
+from inspector.kvcache import capacity_tokens
 
 LEDGER = json.loads((Path(__file__).parent / "data" / "vllm_ledger.json").read_text())
 ROWS = LEDGER["rows"]
@@ -42,8 +43,8 @@ def computed(row: dict) -> dict[str, float]:
     budget = usable_bytes(gpu, m.engine) - fixed
     return {"weights_gib": (e.weights_bytes + rotary) / GIB, "activation_gib": e.activation_bytes / GIB,
             "non_torch_gib": e.overhead["non_torch"] / GIB, "kv_cache_gib": budget / GIB,
-            # vLLM's "GPU KV cache size: N tokens": whole blocks of 16 tokens across every layer
-            "kv_cache_tokens": max(0, budget) // (16 * m.kv_cache.bytes_per_token) * 16}
+            # vLLM's "GPU KV cache size: N tokens"
+            "kv_cache_tokens": capacity_tokens(m.kv_cache, budget)}
 
 
 def within(term: str, got: float, want: float) -> bool:
