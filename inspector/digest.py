@@ -22,7 +22,7 @@ from .params import FileCount, ParameterCount, WeightInventory
 
 DIGEST_FORMAT = "hfmem-digest/1"
 #: Bump with any change to how parameters are counted: a digest of another value is not used.
-COUNTING_VERSION = 1
+COUNTING_VERSION = 2  # 2: WeightInventory.tied_head_params/bytes
 #: The largest digest read (our policy: it holds the small JSON files and the file list, tens of KB;
 #: a larger one is not ours, and the snapshot beside it is read instead).
 MAX_DIGEST_BYTES = 16 * 1024 * 1024

@@ -169,7 +169,7 @@ def weights_bytes(precision: Precision, params: ParameterCount, arch: Architectu
       (GPTQ/AWQ: `scales` fp16, `qzeros` eight 4-bit zeros per int32).
     """
     inv = params.weights
-    total = params.total_params - (inv.mtp_params if inv else 0)
+    total = params.total_params - (inv.mtp_params + inv.tied_head_params if inv else 0)
     if precision is Precision.STORED:
         if dtype and not params.quant_method:
             return total * _DTYPE_BYTES[dtype]

@@ -89,7 +89,10 @@ class WeightInventory:
     scales and zeros; buffers such as rotary caches and causal masks are rebuilt, not loaded).
     `mtp_params`: DeepSeek's multi-token-prediction layers (`num_nextn_predict_layers`, stored after
     the last decoder layer), which vLLM loads only for speculative decoding: they are parameters of
-    the checkpoint but are left out of every other field here.
+    the checkpoint but are left out of every other field here. `tied_head_params` / `_bytes`: an
+    `lm_head.weight` stored although the config ties it to the embeddings (Qwen3-0.6B's file has
+    one); vLLM's loaders skip it (vllm/model_executor/models/qwen3.py, llama.py: AutoWeightsLoader
+    skip_prefixes ["lm_head."] when tie_word_embeddings), so it is not in `loaded_bytes`.
     """
 
     linear_params: int
@@ -99,6 +102,8 @@ class WeightInventory:
     num_experts: int
     loaded_bytes: int
     mtp_params: int = 0
+    tied_head_params: int = 0
+    tied_head_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -394,7 +399,8 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
                                                                                     strict=True))
     weights_bytes = sum(f.tensor_bytes for f in files)
     per_layer = Counter(prefix for prefix, _ in expert_ids)
-    loaded = weights_bytes - sum(t.buffer_bytes + t.mtp_bytes for t in tallies)
+    head_params, head_bytes = _tied_head(cp)
+    loaded = weights_bytes - sum(t.buffer_bytes + t.mtp_bytes for t in tallies) - head_bytes
     return ParameterCount(
         total_params=sum(f.params for f in files),
         by_dtype_params=dict(sorted(by_dtype.items())),
@@ -409,9 +415,28 @@ def count_parameters(cp: Checkpoint) -> ParameterCount:
             sum(t.linear for t in tallies), sum(t.groups for t in tallies), sum(t.blocks for t in tallies),
             sum(t.experts for t in tallies),
             max(per_layer.values(), default=0) or max((t.fused_experts for t in tallies), default=0),
-            loaded, sum(t.mtp for t in tallies),
+            loaded, sum(t.mtp for t in tallies), head_params, head_bytes,
         ),
     )
+
+
+def _tied_head(cp: Checkpoint) -> tuple[int, int]:
+    """(params, bytes) of the `lm_head.weight` a checkpoint stores although its config (or its
+    text_config) says tie_word_embeddings: true. Only an explicit true counts: the default differs
+    by model class."""
+    config = cp.config
+    text = config.get("text_config")
+    tied = config.get("tie_word_embeddings") is True or (
+        isinstance(text, dict) and text.get("tie_word_embeddings") is True)
+    if not tied:
+        return 0, 0
+    params = nbytes = 0
+    for header in cp.headers.values():
+        for t in header.tensors:
+            if t.name == "lm_head.weight" or t.name.endswith(".lm_head.weight"):
+                params += t.elements
+                nbytes += t.nbytes
+    return params, nbytes
 
 
 # The decoder stack: `model.layers.N.`, GPT-2's `h.N.`, T5's `block.N.`, Falcon/BLOOM's `h.N.`.

@@ -50,6 +50,18 @@ def test_buffers_are_stored_but_not_parameters(tmp_path: Path) -> None:
     assert p.stored_elements == p.total_params + p.buffer_elements
 
 
+@pytest.mark.parametrize("tied", [True, False, None])
+def test_a_stored_head_the_config_ties_is_not_loaded(tmp_path: Path, tied: bool | None) -> None:
+    """Qwen3-0.6B's file stores lm_head.weight although tie_word_embeddings is true; vLLM skips it."""
+    config = {} if tied is None else {"tie_word_embeddings": tied}
+    d = model_dir(tmp_path, {"model.embed_tokens.weight": np.zeros((10, 4), np.float16),
+                             "lm_head.weight": np.zeros((10, 4), np.float16)}, config)
+    p = inspect_model(str(d)).parameters
+    assert p.total_params == 80 and p.weights_bytes == 160  # a parameter of the checkpoint all the same
+    assert p.weights is not None
+    assert (p.weights.tied_head_params, p.weights.loaded_bytes) == ((40, 80) if tied else (0, 160))
+
+
 def test_gptq_packed_weights_count_as_logical_weights(tmp_path: Path) -> None:
     # AutoGPTQ layout (auto_gptq/nn_modules/qlinear): qweight int32 [in/8, out], qzeros int32
     # [in/group, out/8], scales fp16 [in/group, out], g_idx int32 [in], for in=256, out=128, group 128.
