@@ -20,19 +20,20 @@ from .kvcache import VLLM_DEFAULT_MAX_LEN, KVCache, compute_dtype, kv_cache, kv_
 from .limits import MAX_GPUS, MAX_TOKENS
 from .params import ParameterCount
 from .vllm import (
+    MAX_CAPTURE_OVERRIDES,
     auto_dtype,
     batch_defaults,
     cuda_graph_count,
     cuda_graphs_in_budget,
     default_gpu_memory_utilization,
     derived_max_model_len,
-    flashinfer_sampler,
     mxfp4_backend,
     mxfp4_expert_bytes,
     mxfp4_padding,
     parse_dtype,
     parse_release,
     release_name,
+    sampler_path,
 )
 
 GIB = 1 << 30
@@ -74,7 +75,7 @@ class Assumptions:
     allow_long_max_model_len: bool = field(default_factory=lambda: os.environ.get(
         "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0").strip().lower() in ("1", "true"))
     # vLLM's VLLM_USE_FLASHINFER_SAMPLER: None (unset) is vLLM's default for the release, taken as
-    # FlashInfer not installed (inspector/vllm.py flashinfer_sampler)
+    # FlashInfer not installed (inspector/vllm.py sampler_path)
     flashinfer_sampler: bool | None = field(default_factory=lambda: {"1": True, "true": True, "0": False,
                                             "false": False}.get(os.environ.get("VLLM_USE_FLASHINFER_SAMPLER",
                                                                                "").strip().lower()))
@@ -99,14 +100,14 @@ class Engine:
     cuda_graphs_in_budget: bool
     compute_capability: str = "9.0"  # the GPU's (an H100's for the memory table): kernels differ by it
     mxfp4_backend: str = "marlin"
-    flashinfer_sampler: bool = False  # top-k/top-p by FlashInfer's kernel rather than PyTorch's sort
+    sampler: str = "pytorch"  # the profiling sampler's top-k/top-p: pytorch (sort), triton or flashinfer
 
     def to_dict(self) -> dict[str, Any]:
         return {"vllm_version": release_name(self.release), "gpu_memory_utilization": self.gpu_memory_utilization,
                 "max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
                 "batch_defaults": self.batch_tier, "dtype": self.dtype, "enforce_eager": self.enforce_eager,
                 "cuda_graphs_in_budget": self.cuda_graphs_in_budget,
-                "sampler": "flashinfer" if self.flashinfer_sampler else "pytorch"}
+                "sampler": self.sampler}
 
 
 def resolve_engine(a: Assumptions, arch: Architecture, params: ParameterCount, context: int,
@@ -126,7 +127,8 @@ def resolve_engine(a: Assumptions, arch: Architecture, params: ParameterCount, c
         chosen = auto_dtype(stored, arch.model_type, bf16_supported=gpu.bf16 if gpu else True)
     cc = gpu.compute_capability if gpu else "9.0"
     return Engine(release, util, tokens, seqs, tier, chosen, a.enforce_eager, cuda_graphs_in_budget(release), cc,
-                  a.mxfp4_backend or mxfp4_backend(release, cc), flashinfer_sampler(a.flashinfer_sampler))
+                  a.mxfp4_backend or mxfp4_backend(release, cc),
+                  sampler_path(release, a.flashinfer_sampler, min(seqs, tokens)))
 
 
 def kernel_padding_bytes(arch: Architecture, params: ParameterCount, e: Engine, tp: int = 1) -> int:
@@ -208,17 +210,24 @@ def active_params(params: ParameterCount, arch: Architecture) -> int | None:
 
 
 # The sampler's share of the profiling peak, per logit element (rows x vocab) and per hidden
-# element of the batch (tokens x hidden), fitted by least squares to the five H100 start-up logs
-# of llm-d-benchmark's config_explorer/empirical-vllm-memory-results.md (Llama-3.1-8B, Qwen3-0.6B,
-# Qwen3-32B, Llama-3.3-70B-FP8, gpt-oss-20b: 8192 tokens, 1024 rows, "peak activation" 4.76-7.38
-# GiB), every residual under 0.01 GiB; see tests/data/vllm_ledger.json. In the code: the logits,
-# their fp32 copy, top-k/top-p's sorted copy and int64 indices, softmax and cumsum buffers
-# (vllm/v1/sample/sampler.py, ops/topk_topp_sampler.py); the fit measures what those leave at peak.
+# element of the batch (tokens x hidden), by the top-k/top-p path (inspector/vllm.py sampler_path).
+# In the code: the logits, their fp32 copy, top-k/top-p's work buffers, softmax and the sample
+# (vllm/v1/sample/sampler.py, ops/topk_topp_sampler.py); the constants measure what those leave at
+# the peak. All from vLLM's own "torch peak memory increase" at 8192 tokens and 1024 rows on an H100
+# (tests/data/vllm_ledger.json):
+# - PyTorch's sort: fitted by least squares to llm-d-benchmark's five logs
+#   (config_explorer/empirical-vllm-memory-results.md: Llama-3.1-8B, Qwen3-0.6B, Qwen3-32B,
+#   Llama-3.3-70B-FP8, gpt-oss-20b, "peak activation" 4.76-7.38 GiB), every residual under 0.01 GiB;
 SAMPLER_BYTES_PER_LOGIT = 38.2
 SAMPLER_BYTES_PER_HIDDEN = 2.69
-# With FlashInfer's top-k/top-p kernel (no sort): 16.1, from the one such log found, Mistral-Small-3.2
-# on vLLM 0.11.0, the last release that used it by default ("peak activation 2.12 GiB", llm-d).
+# - FlashInfer's kernel: the one such log found, Mistral-Small-3.2 on vLLM 0.11.0 (2.12 GiB, llm-d);
 SAMPLER_BYTES_PER_LOGIT_FLASHINFER = 16.1
+# - the Triton kernel (0.17.0+): llm-d-planner's four vLLM 0.19.0 logs (Llama-3.1-8B 1.89 GiB,
+#   Qwen2.5-7B 2.21, Qwen3-8B 2.21, gemma-2-9b 3.65; vocabularies 128k-256k), 14.65-14.77 each
+#   with the hidden term above: 14.7.
+SAMPLER_BYTES_PER_LOGIT_TRITON = 14.7
+_SAMPLER_BYTES_PER_LOGIT = {"pytorch": SAMPLER_BYTES_PER_LOGIT, "flashinfer": SAMPLER_BYTES_PER_LOGIT_FLASHINFER,
+                            "triton": SAMPLER_BYTES_PER_LOGIT_TRITON}
 
 
 def activation_bytes(arch: Architecture, e: Engine, compute_bits: int, tp: int = 1) -> int:
@@ -233,8 +242,9 @@ def activation_bytes(arch: Architecture, e: Engine, compute_bits: int, tp: int =
       the MLP's gate_up output and activation (3 x intermediate / tp; LlamaMLP + SiluAndMul), and
       fused MoE's workspace (top_k x (max(N, hidden) + N / 2), N = 2 x moe_intermediate / tp:
       fused_moe.py cache13 and cache2);
-    - sampler: T x hidden x 2.69 + R x vocab x 38.2 bytes (measured, above; the logits are
-      gathered whole on every GPU, so tensor parallelism does not split them).
+    - sampler: T x hidden x 2.69 + R x vocab x 38.2 bytes with PyTorch's sort (14.7 with the Triton
+      kernel of 0.17.0+, 16.1 with FlashInfer's; measured, above; the logits are gathered whole on
+      every GPU, so tensor parallelism does not split them).
     """
     t = e.max_num_batched_tokens
     b = compute_bits // 8
@@ -246,7 +256,7 @@ def activation_bytes(arch: Architecture, e: Engine, compute_bits: int, tp: int =
         widest = max(widest, arch.num_experts_per_tok * (max(n, h) + n // 2))
     forward = t * (4 * h + widest) * b
     rows = min(e.max_num_seqs, t)
-    per_logit = SAMPLER_BYTES_PER_LOGIT_FLASHINFER if e.flashinfer_sampler else SAMPLER_BYTES_PER_LOGIT
+    per_logit = _SAMPLER_BYTES_PER_LOGIT[e.sampler]
     sampler = int(t * h * SAMPLER_BYTES_PER_HIDDEN + rows * (arch.vocab_size or 0) * per_logit)
     return max(forward, sampler)
 
@@ -263,20 +273,36 @@ CUDA_GRAPH_BYTES_PER_LAYER = 256 * 1024
 # (vllm/v1/worker/utils.py request_memory: total x gpu_memory_utilization), in the headroom.
 CUDA_CONTEXT_BYTES = 512 * MIB
 # vLLM's "non-torch memory" (memory_profiling: CUDA's used memory minus torch's reserved, grown
-# since start-up: cuBLAS workspaces, NCCL buffers, custom all-reduce), as its H100 logs print it
-# (llm-d-benchmark's empirical-vllm-memory-results.md): 0.13-0.14 GiB on one GPU (five models),
-# 0.54-0.55 GiB per GPU at tensor parallel 2 (Qwen3-32B, Llama-3.3-70B-FP8).
+# since the worker's first snapshot: cuBLAS workspaces, NCCL buffers, custom and symmetric-memory
+# all-reduce), as its H100 logs print it:
+# - up to 0.18: 0.13-0.14 GiB on one GPU (five models), 0.54-0.55 GiB per GPU at tensor parallel 2
+#   (Qwen3-32B, Llama-3.3-70B-FP8), llm-d-benchmark's empirical-vllm-memory-results.md (0.11);
+# - 0.19.0 on: 0.24-0.25 GiB on one GPU (four models), 2.06-2.07 GiB per GPU at tensor parallel 2
+#   and 2.13 at 4 (Llama-3.1-8B, Qwen2.5-7B), llm-d-planner's accuracy/results/v0.19.0 logs. The
+#   releases between 0.11 and 0.19 have no log; hfmem gives them the older figures.
 NON_TORCH_BYTES = int(0.14 * GIB)
 NON_TORCH_TP_BYTES = int(0.55 * GIB)
+NON_TORCH_BYTES_0_19 = int(0.25 * GIB)
+NON_TORCH_TP_BYTES_0_19 = {2: int(2.07 * GIB), 4: int(2.13 * GIB)}
+
+
+def non_torch_bytes(release: tuple[int, int, int], tp: int) -> int:
+    """vLLM's non-torch memory per GPU (above); tensor parallel 3 and above 4 take 4's figure."""
+    if release < (0, 19):
+        return NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES
+    if tp == 1:
+        return NON_TORCH_BYTES_0_19
+    return NON_TORCH_TP_BYTES_0_19.get(tp, NON_TORCH_TP_BYTES_0_19[4])
 
 
 def overhead_bytes(arch: Architecture, e: Engine, tp: int = 1) -> tuple[dict[str, int], dict[str, int]]:
     """(inside vLLM's budget, outside it), per GPU. CUDA graphs are inside from vLLM 0.20.0, which
     subtracts their profiled estimate from the KV cache's budget; before, they were captured after
     the KV cache was sized, in the headroom beyond gpu_memory_utilization."""
-    graphs = 0 if e.enforce_eager else (cuda_graph_count(e.release, e.max_num_batched_tokens, e.max_num_seqs)
+    override = MAX_CAPTURE_OVERRIDES.get(arch.model_type) if e.release >= (0, 11, 1) else None
+    graphs = 0 if e.enforce_eager else (cuda_graph_count(e.release, e.max_num_batched_tokens, e.max_num_seqs, override)
                                         * arch.num_hidden_layers * CUDA_GRAPH_BYTES_PER_LAYER)
-    inside = {"non_torch": NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES,
+    inside = {"non_torch": non_torch_bytes(e.release, tp),
               "cuda_graphs": graphs if e.cuda_graphs_in_budget else 0,
               "rotary_cache": rotary_cache_bytes(arch, 4 if e.dtype == "fp32" else 2)}
     outside = {"cuda_context": CUDA_CONTEXT_BYTES, "cuda_graphs": 0 if e.cuda_graphs_in_budget else graphs}

@@ -159,7 +159,14 @@ def parse_dtype(value: str) -> str | None:
     return DTYPES[key]
 
 
-def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_num_seqs: int) -> list[int]:
+#: Models whose vLLM config class raises the largest capture size (vllm/model_executor/models/
+#: config.py GptOssForCausalLMConfig.verify_and_update_config: "Increase the max capture size from
+#: 512 to 1024 for performance", 67 graphs to 83; logged from 0.10.1).
+MAX_CAPTURE_OVERRIDES = {"gpt_oss": 1024}
+
+
+def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_num_seqs: int,
+                     max_capture: int | None = None) -> list[int]:
     """The batch sizes vLLM captures CUDA graphs for (VllmConfig._set_cudagraph_sizes, vllm/config/
     vllm.py; vllm/config/__init__.py and config.py before 0.11.1), on a GPU outside the sm_100
     family (which captures up to 1024 from 0.28.0), without speculative decoding.
@@ -168,6 +175,8 @@ def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_
     - 0.10.0-0.11.0: the same up to min(2 x max_num_seqs, 512);
     - 0.11.1+: max = min(2 x max_num_seqs, 512, max_num_batched_tokens); [1, 2, 4], step 8 below 256,
       step 16 from 256; 0.20.1+ adds max_num_batched_tokens itself when <= max, 0.31.0+ max_num_seqs.
+      A model's `max_capture` (MAX_CAPTURE_OVERRIDES) replaces min(2 x max_num_seqs, 512): gpt-oss-120b
+      on vLLM 0.11.2 with max_num_seqs 6 captured 83 piecewise graphs (blog.huikang.dev, 2025-11-28).
 
     >>> len(cuda_graph_sizes((0, 33, 0), 8192, 1024)), len(cuda_graph_sizes((0, 10, 0), 8192, 1024))
     (51, 67)
@@ -178,7 +187,7 @@ def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_
         top = min(2 * max_num_seqs, 512)
     if release < (0, 11, 1):
         return [s for s in [1, 2, 4, *range(8, top + 1, 8)] if s <= min(top, max_num_batched_tokens)]
-    top = min(top, max_num_batched_tokens)
+    top = min(max_capture or top, max_num_batched_tokens)
     sizes = [s for s in (1, 2, 4) if s <= top] + list(range(8, min(top + 1, 256), 8))
     if top >= 256:
         sizes += range(256, top + 1, 16)
@@ -190,10 +199,15 @@ def cuda_graph_sizes(release: tuple[int, ...], max_num_batched_tokens: int, max_
 
 
 @lru_cache(maxsize=256)  # (pure; called for every step of the fit's searches)
-def cuda_graph_count(release: tuple[int, ...], max_num_batched_tokens: int, max_num_seqs: int) -> int:
+def cuda_graph_count(release: tuple[int, ...], max_num_batched_tokens: int, max_num_seqs: int,
+                     max_capture: int | None = None) -> int:
     """Graphs captured: a piecewise graph per size, and from 0.11.0 (cudagraph_mode
-    FULL_AND_PIECEWISE by default) a full graph per size of a uniform decode batch (<= max_num_seqs)."""
-    sizes = cuda_graph_sizes(release, max_num_batched_tokens, max_num_seqs)
+    FULL_AND_PIECEWISE by default) a full graph per size of a uniform decode batch (<= max_num_seqs).
+
+    >>> cuda_graph_count((0, 11, 2), 8192, 6, 1024)  # the log: 83 piecewise, 3 full
+    86
+    """
+    sizes = cuda_graph_sizes(release, max_num_batched_tokens, max_num_seqs, max_capture)
     full = [s for s in sizes if s <= max_num_seqs] if release >= (0, 11) else []
     return len(sizes) + len(full)
 
@@ -260,10 +274,25 @@ def derived_max_model_len(release: tuple[int, ...], arch: Any) -> int | None:
     return derived
 
 
-def flashinfer_sampler(env: bool | None) -> bool:
-    """Whether top-k/top-p runs in FlashInfer's kernel (vllm/v1/sample/ops/topk_topp_sampler.py
-    TopKTopPSampler.__init__): 0.9.1-0.11.0 use it whenever FlashInfer >= 0.2.3 is installed unless
-    VLLM_USE_FLASHINFER_SAMPLER=0 ("In V1, None means True"); from 0.11.1 only with
-    VLLM_USE_FLASHINFER_SAMPLER=1 ("Users must opt in explicitly"). Unset, hfmem takes FlashInfer as
-    not installed (a plain `pip install vllm`): the larger, sort-based peak."""
-    return bool(env)
+def sampler_path(release: tuple[int, ...], env: bool | None, rows: int) -> str:
+    """Which top-k/top-p code the profiling sampler run takes (vllm/v1/sample/ops/
+    topk_topp_sampler.py): "flashinfer", "triton" or "pytorch" (a sort of the whole vocabulary).
+
+    - FlashInfer's kernel: 0.9.1-0.11.0 whenever FlashInfer >= 0.2.3 is installed unless
+      VLLM_USE_FLASHINFER_SAMPLER=0 ("In V1, None means True"); from 0.11.1 only with
+      VLLM_USE_FLASHINFER_SAMPLER=1 ("Users must opt in explicitly"). Unset, hfmem takes FlashInfer
+      as not installed (a plain `pip install vllm`).
+    - Otherwise, from 0.17.0 apply_top_k_top_p runs the Triton pivot-search kernel (vllm PR
+      #33538, topk_topp_triton.py) when Triton is there, as on every CUDA install: in 0.17.0-0.19.1
+      for batches of 8 rows or more (`logits.shape[0] >= 8`), in 0.33.0 for any batch (read in the
+      0.17.0, 0.19.0 and 0.33.0 wheels; hfmem takes the 0.33.0 rule from 0.20.0). Before 0.17.0,
+      and for smaller batches, PyTorch's sort.
+
+    >>> sampler_path((0, 19, 0), None, 1024), sampler_path((0, 19, 0), None, 6), sampler_path((0, 16, 0), None, 1024)
+    ('triton', 'pytorch', 'pytorch')
+    """
+    if env:
+        return "flashinfer"
+    if release >= (0, 17) and (rows >= 8 or release >= (0, 20)):
+        return "triton"
+    return "pytorch"

@@ -41,15 +41,15 @@ def test_table_is_exact(capsys) -> None:
         " an H100)\n"
         "precision        weights    KV cache    activations    overhead    total    weights x 1.2\n"
         "-------------  ---------  ----------  -------------  ----------  -------  ---------------\n"
-        "stored (BF16)     207.14       10.00           5.71        2.14   224.99           248.57\n"
-        "bf16              207.14       10.00           5.71        2.14   224.99           248.57\n"
-        "fp8               105.92       10.00           5.71        2.14   123.77           127.10\n"
-        "int8              107.48       10.00           5.71        2.14   125.32           128.97\n"
-        "int4               57.25       10.00           5.71        2.14    75.10            68.70\n"
+        "stored (BF16)     207.14       10.00           2.75        2.25   222.14           248.57\n"
+        "bf16              207.14       10.00           2.75        2.25   222.14           248.57\n"
+        "fp8               105.92       10.00           2.75        2.25   120.92           127.10\n"
+        "int8              107.48       10.00           2.75        2.25   122.48           128.97\n"
+        "int4               57.25       10.00           2.75        2.25    72.25            68.70\n"
         "\n"
-        # Usable is 0.92 x CUDA's total: 72.92 GiB on an A100 80GB, 72.87 on an H100; the H100 gets vLLM's
-        # larger batch defaults (8192 tokens, 1024 sequences: 5.71 GiB of activations), so int4 needs two
-        # there and one on the A100 (2048 tokens, 256 sequences).
+        # Usable is 0.92 x CUDA's total: 72.92 GiB on an A100 80GB, 72.87 on an H100. The H100 gets vLLM's
+        # larger batch defaults (8192 tokens, 1024 sequences): 2.75 GiB of activations, the forward pass's
+        # (the Triton sampler's 2.31 is less), so int4's 72.25 GiB fits one, as on the A100.
         "Fit: GPUs needed at 32,768 tokens x 1 (longest context that fits on them); vLLM 0.33.0's defaults"
         " per GPU, gpu_memory_utilization 0.92\n"
         "GPU              stored (BF16)     bf16       fp8     int8     int4\n"
@@ -57,7 +57,7 @@ def test_table_is_exact(capsys) -> None:
         "RTX 4090 24GB              > 8      > 8   8 (32k)  8 (32k)  4 (32k)\n"
         "L40S 48GB              8 (32k)  8 (32k)   4 (32k)  4 (32k)  2 (32k)\n"
         "A100 80GB              4 (32k)  4 (32k)  2 (32k)*  2 (32k)  1 (32k)\n"
-        "H100 80GB              4 (32k)  4 (32k)   2 (32k)  2 (32k)  2 (32k)\n"
+        "H100 80GB              4 (32k)  4 (32k)   2 (32k)  2 (32k)  1 (32k)\n"
         "H200 141GB             2 (32k)  2 (32k)   1 (32k)  1 (32k)  1 (32k)\n"
         "> 8: needs pipeline parallelism across nodes; *: precision not native on that GPU\n"
     )
@@ -82,7 +82,7 @@ def test_table_with_buffers_and_files(capsys) -> None:
         " an H100)\n"
         "precision      weights    KV cache    activations    overhead    total    weights x 1.2\n"
         "-----------  ---------  ----------  -------------  ----------  -------  ---------------\n"
-        "bf16              0.23        0.04           1.85        0.44     2.55             0.28\n"
+        "bf16              0.23        0.04           0.72        0.55     1.54             0.28\n"
         "\n"
         "Fit: GPUs needed at 1,024 tokens x 1 (longest context that fits on them); vLLM 0.33.0's defaults"
         " per GPU, gpu_memory_utilization 0.92\n"
@@ -143,7 +143,7 @@ def test_json_memory_contract(capsys) -> None:
         "engine": "vllm", "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 8192, "max_num_seqs": 256,
         "enforce_eager": False, "tensor_parallel_size": 4, "context_source": "--max-model-len",
         "compute_dtype": "bf16", "vllm_version": "0.33.0", "entrypoint": "serve", "dtype": "bf16",
-        "batch_defaults": ">= 70 GiB", "cuda_graphs_in_budget": True, "sampler": "pytorch",
+        "batch_defaults": ">= 70 GiB", "cuda_graphs_in_budget": True, "sampler": "triton",
     }
     arch = doc["architecture"]
     assert (arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]) == (80, 8, 128)

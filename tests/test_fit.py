@@ -49,7 +49,7 @@ def test_qwen_110b_through_the_fake_hub(fake_hub, capsys) -> None:
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["--precision", "bf16", "--count", "2"], 3, "needs 112.2 GiB per GPU on 2 x A100 80GB, 72.9 GiB usable"),
+    (["--precision", "bf16", "--count", "2"], 3, "needs 112.9 GiB per GPU on 2 x A100 80GB, 72.9 GiB usable"),
     # --count is the GPUs available: 3 is searched as 1 and 2 (3 cannot split 64 heads), and the
     # answer says how many would fit (it was "3 GPUs cannot split", though 4 fit).
     (["--count", "3"], 3, "on 2 x A100 80GB, 72.9 GiB usable; 4 GPUs would fit it"),

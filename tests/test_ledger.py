@@ -43,6 +43,7 @@ def computed(row: dict) -> dict[str, float]:
     budget = usable_bytes(gpu, m.engine) - fixed
     return {"weights_gib": (e.weights_bytes + rotary) / GIB, "activation_gib": e.activation_bytes / GIB,
             "non_torch_gib": e.overhead["non_torch"] / GIB, "kv_cache_gib": budget / GIB,
+            "cuda_graph_gib": (e.overhead["cuda_graphs"] + e.outside_budget["cuda_graphs"]) / GIB,
             # vLLM's "GPU KV cache size: N tokens"
             "kv_cache_tokens": capacity_tokens(m.kv_cache, budget)}
 
@@ -77,15 +78,17 @@ def test_a_start_up_log(row: dict) -> None:
 
 def ledger_table() -> str:
     """The README's table: each row's terms, observed / computed."""
-    lines = ["| log | vLLM | GPU x TP | weights | activations | non-torch | KV budget |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| log | vLLM | GPU x TP | weights | activations | non-torch | CUDA graphs | KV budget | KV tokens |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         got = computed(row)
         cells = []
-        for term in ("weights_gib", "activation_gib", "non_torch_gib", "kv_cache_gib"):
+        for term in ("weights_gib", "activation_gib", "non_torch_gib", "cuda_graph_gib", "kv_cache_gib",
+                     "kv_cache_tokens"):
             want = row["observed"].get(term)
             mark = " (miss)" if term in row.get("misses", {}) else ""
-            cells.append("" if want is None else f"{want:.2f} / {got[term]:.2f}{mark}")
+            shown = "{:,.0f} / {:,.0f}" if term == "kv_cache_tokens" else "{:.2f} / {:.2f}"
+            cells.append("" if want is None else shown.format(want, got[term]) + mark)
         lines.append(f"| [{row['id']}]({row['source']}) | {row['vllm_version']} | {row['gpu']} x {row['tp']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

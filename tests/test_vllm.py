@@ -39,15 +39,16 @@ def test_each_gpu_gets_vllms_batch_defaults(gpu: str, tokens: int, seqs: int) ->
 
 
 def test_a_consumer_gpu_is_no_longer_charged_the_h100s_sampler() -> None:
-    # Qwen2-7B (152,064 vocabulary) on an RTX 4090: 256 sampler rows, not 1024, so the memory left
-    # for the KV cache (what vLLM's "Available KV cache memory" says) is about twice as large.
+    # Qwen2-7B (152,064 vocabulary) on an RTX 4090 under vLLM 0.16 (PyTorch's sort sampler): 256
+    # sampler rows, not 1024, so the memory left for the KV cache (what vLLM's "Available KV cache
+    # memory" says) is about twice as large.
     report = inspect_model(_path("Qwen/Qwen2-7B-Instruct"))
     a, p = report.architecture, report.parameters
     assert a is not None
     gpu = find_gpu("rtx 4090")
-    small = fit(a, p, Precision.STORED, gpu, Settings(max_model_len=1024))
+    small = fit(a, p, Precision.STORED, gpu, Settings(max_model_len=1024, assumptions=Assumptions(vllm_version="0.16")))
     big = fit(a, p, Precision.STORED, gpu, Settings(max_model_len=1024, assumptions=Assumptions(
-        max_num_batched_tokens=8192, max_num_seqs=1024)))
+        vllm_version="0.16", max_num_batched_tokens=8192, max_num_seqs=1024)))
     assert small.per_gpu and big.per_gpu
     assert small.per_gpu.activation_bytes < big.per_gpu.activation_bytes / 3
 
@@ -221,14 +222,16 @@ def test_check_max_model_len_auto_answers_the_longest_context(capsys) -> None:
     assert doc["kv_cache_capacity_tokens"] >= doc["context_tokens"]
 
 
-def test_the_sampler_peak_follows_vllm_use_flashinfer_sampler(monkeypatch) -> None:
+@pytest.mark.parametrize(("release", "path", "per_logit"), [("0.16.0", "pytorch", 38.2), ("0.19.0", "triton", 14.7)])
+def test_the_sampler_peak_follows_vllm_use_flashinfer_sampler(monkeypatch, release, path, per_logit) -> None:
     report = inspect_model(_path("meta-llama/Llama-3.1-8B-Instruct"))
     assert report.architecture is not None
-    settings = Settings(precisions=(Precision.STORED,))
+    settings = Settings(precisions=(Precision.STORED,), assumptions=Assumptions(vllm_version=release))
     native = estimate_memory(report.architecture, report.parameters, settings)
     monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "1")
-    flash = estimate_memory(report.architecture, report.parameters, Settings(precisions=(Precision.STORED,)))
-    assert native.engine.flashinfer_sampler is False and flash.engine.flashinfer_sampler is True
+    flash = estimate_memory(report.architecture, report.parameters,
+                            Settings(precisions=(Precision.STORED,), assumptions=Assumptions(vllm_version=release)))
+    assert native.engine.sampler == path and flash.engine.sampler == "flashinfer"
     rows, vocab = 1024, 128256
     assert native.estimates[0].activation_bytes - flash.estimates[0].activation_bytes == \
-        int(8192 * 4096 * 2.69 + rows * vocab * 38.2) - int(8192 * 4096 * 2.69 + rows * vocab * 16.1)
+        int(8192 * 4096 * 2.69 + rows * vocab * per_logit) - int(8192 * 4096 * 2.69 + rows * vocab * 16.1)
