@@ -3,7 +3,9 @@ what its memory profiler puts inside the budget.
 
 Every rule names the file and function it mirrors and the releases it holds for. They were read
 from the source distributions on PyPI (`vllm-X.tar.gz`, built from tag vX) of every release from
-0.9.1 to 0.34.0 (0.15.0 and 0.15.1 have none, so they are not offered). A release is a tuple
+0.9.1 to 0.34.0. 0.15.0 and 0.15.1 have no source distribution; 0.15.1 is offered from its wheel,
+whose files these rules read (arg_utils, config/cache, config/vllm, config/model, kv_cache_utils,
+mem_utils, topk_topp_sampler) differ from 0.16.0's in nothing the rules use. A release is a tuple
 (0, 19, 1); `--vllm-version 0.19` means the newest patch hfmem knows of that minor.
 """
 
@@ -23,7 +25,7 @@ GIB = 1 << 30
 #: extensible_kv_cache.py measure_kv_cache_bytes), which hfmem does not model yet.
 RELEASES: tuple[tuple[int, int, int], ...] = (
     (0, 9, 1), (0, 9, 2), (0, 10, 0), (0, 10, 1), (0, 10, 2), (0, 11, 0), (0, 11, 1), (0, 11, 2),
-    (0, 12, 0), (0, 13, 0), (0, 14, 0), (0, 14, 1), (0, 16, 0), (0, 17, 0), (0, 17, 1), (0, 18, 0), (0, 18, 1),
+    (0, 12, 0), (0, 13, 0), (0, 14, 0), (0, 14, 1), (0, 15, 1), (0, 16, 0), (0, 17, 0), (0, 17, 1), (0, 18, 0), (0, 18, 1),
     (0, 19, 0), (0, 19, 1), (0, 20, 0), (0, 20, 1), (0, 20, 2), (0, 21, 0), (0, 22, 0), (0, 22, 1), (0, 23, 0),
     (0, 24, 0), (0, 25, 0), (0, 25, 1), (0, 26, 0), (0, 27, 0), (0, 27, 1), (0, 28, 0), (0, 29, 0), (0, 30, 0),
     (0, 31, 0), (0, 32, 0), (0, 33, 0),
@@ -58,7 +60,7 @@ def parse_release(text: str | None) -> tuple[int, int, int]:
     matches = [r for r in RELEASES if r[: len(want)] == want]
     if not matches:
         why = (" (its KV cache is sized after warm-up, which hfmem does not model yet)" if want >= (0, 34)
-               else " (it has no source release on PyPI)" if want[:2] == (0, 15) else "")
+               else " (0.15.0 has no source release on PyPI; 0.15.1 is known)" if want == (0, 15, 0) else "")
         raise UsageError(f"vLLM {raw} is not a release hfmem knows{why}: it knows {supported_range()}")
     return matches[-1]
 

@@ -33,7 +33,8 @@ def computed(row: dict) -> dict[str, float]:
     a = Assumptions(vllm_version=row["vllm_version"], gpu_memory_utilization=row.get("gpu_memory_utilization"),
                     max_num_batched_tokens=row.get("max_num_batched_tokens"), max_num_seqs=row.get("max_num_seqs"),
                     mxfp4_backend=row.get("mxfp4_backend"), enforce_eager=row.get("enforce_eager", False),
-                    flashinfer_sampler=row.get("flashinfer_sampler", False))
+                    flashinfer_sampler=row.get("flashinfer_sampler", False),
+                    entrypoint=row.get("entrypoint", "serve"), dtype=row.get("dtype", "auto"))
     settings = Settings(max_model_len=row["max_model_len"], tensor_parallel_size=row["tp"],
                         precisions=(Precision.STORED,), assumptions=a)
     m = estimate_memory(report.architecture, report.parameters, settings, gpu)

@@ -85,7 +85,7 @@ def test_vllm_version(text: str | None, release: tuple[int, int, int]) -> None:
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("0.34", "sized after warm-up"), ("0.15", "no source release"), ("0.8.5", "it knows 0.9.1 to"),
+    ("0.34", "sized after warm-up"), ("0.15.0", "0.15.1 is known"), ("0.8.5", "it knows 0.9.1 to"),
     ("latest", "not a release like 0.19"), ("0.19.7", "not a release hfmem knows"),
 ])
 def test_an_unknown_vllm_version_is_a_usage_error(value: str, says: str, capsys) -> None:
