@@ -160,16 +160,22 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
     counts = Counter(arch.layer_kinds)
     kv_heads = kv_heads_per_gpu(arch.num_key_value_heads, tp) if arch.num_key_value_heads else 0
     attn_elems = 2 * kv_heads * arch.head_dim
+    latent = (arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)
+    n_state = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0) if arch.state else 0
+    # Mamba/DeltaNet state is kept in the model dtype, `state_bits` (vLLM's mamba_cache_dtype "auto").
+    state_page = -(-arch.state.elements // tp) * state_bits // 8 if arch.state else 0
+    kinds = [k for k in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA) if counts.get(k)]
+    mamba_block = 0
+    if n_state and kinds:
+        first = kinds[0]
+        align = MLA_BLOCK_SIZE if first is LayerKind.MLA else BLOCK_SIZE
+        mamba_block = max(align, mamba_block_tokens(state_page, (latent if first is LayerKind.MLA else attn_elems)
+                                                    * bits // 8, align))
     groups = []
-    for kind in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA):
-        n = counts.get(kind, 0)
-        if not n:
-            continue
-        block = MLA_BLOCK_SIZE if kind is LayerKind.MLA else BLOCK_SIZE
-        if kind is LayerKind.MLA:
-            per_token = n * ((arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)) * bits // 8
-        else:
-            per_token = n * attn_elems * bits // 8
+    for kind in kinds:
+        n = counts[kind]
+        block = mamba_block or (MLA_BLOCK_SIZE if kind is LayerKind.MLA else BLOCK_SIZE)
+        per_token = n * (latent if kind is LayerKind.MLA else attn_elems) * bits // 8
         tokens = _blocks(context, block) * block
         if kind is LayerKind.SLIDING and arch.sliding_window:
             held = min(context, arch.sliding_window - 1 + max_num_batched_tokens)
@@ -178,18 +184,17 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
         elif kind is LayerKind.CHUNKED and arch.attention_chunk_size:
             tokens = _blocks(min(context, arch.attention_chunk_size + max_num_batched_tokens), block) * block
         groups.append(KVGroup(kind.value, n, per_token, tokens, per_token * tokens, block))
-    size = hybrid_group_layers([g.layers for g in groups]) if len({g.bytes_per_token // g.layers
-                                                                    for g in groups}) == 1 else 0
+    if mamba_block:  # each state layer takes one attention page, the state padded up to it
+        state_page = mamba_block * groups[0].bytes_per_token // groups[0].layers
+    if n_state and arch.state:
+        groups.append(KVGroup(arch.state.kind, n_state, 0, 0, n_state * state_page, mamba_block or BLOCK_SIZE))
+    paged = [g for g in groups if g.bytes_per_token or mamba_block]
+    size = hybrid_group_layers([g.layers for g in paged]) if len(
+        {g.bytes_per_token // g.layers for g in paged if g.bytes_per_token}) == 1 else 0
     if size:  # pad each kind to whole groups: the padding layers' pages are allocated too
         groups = [replace(g, padding_layers=pad, bytes_per_sequence=g.bytes_per_sequence * (g.layers + pad)
-                          // g.layers) for g in groups for pad in [-g.layers % size]]
-    state = 0
-    if arch.state is not None:
-        n = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0)
-        # Mamba/DeltaNet state is kept in the model dtype, `state_bits` (vLLM's mamba_cache_dtype "auto").
-        per_layer = -(-arch.state.elements // tp) * state_bits // 8
-        state = n * per_layer
-        groups.append(KVGroup(arch.state.kind, n, 0, 0, state))
+                          // g.layers) if g in paged else g for g in groups for pad in [-g.layers % size]]
+    state = sum(g.bytes_per_sequence for g in groups if not g.bytes_per_token)
     if arch.encoder_layers:
         per_token = arch.num_hidden_layers * attn_elems * bits // 8
         groups.append(KVGroup("cross_attention", arch.num_hidden_layers, 0, context, per_token * context))
@@ -197,6 +202,20 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
     per_seq = sum(g.bytes_per_sequence for g in groups)
     return KVCache(name, sum(g.bytes_per_token for g in groups), context, batch, per_seq * batch,
                    state, tuple(groups), tp, size)
+
+
+def mamba_block_tokens(state_page_bytes: int, attention_token_bytes: int, align: int) -> int:
+    """The attention block vLLM picks for a model with Mamba or linear-attention layers, so that an
+    attention page holds at least one layer's state (vllm/model_executor/models/config.py
+    HybridAttentionMambaModelConfig, 0.10.2-0.19; vllm/platforms/interface.py from 0.2x, the same
+    rule with FlashAttention's 16-token alignment): align x ceil(state / (align x bytes per token)),
+    the state then padded to that page. Without prefix caching, which vLLM leaves off for hybrid
+    models by default (ModelConfig.is_prefix_caching_supported).
+
+    >>> mamba_block_tokens(548_864, 1024, 16)  # Qwen3-Next at TP 2: "block size to 544 tokens"
+    544
+    """
+    return align * -(-state_page_bytes // (align * attention_token_bytes))
 
 
 def hybrid_group_layers(layers_per_kind: list[int]) -> int:
@@ -218,8 +237,9 @@ def capacity_tokens(kv: KVCache, budget_bytes: int) -> int:
     """vLLM's "GPU KV cache size: N tokens" for a KV budget on one GPU (vllm/v1/core/
     kv_cache_utils.py get_kv_cache_config_from_groups and _report_kv_cache_config): blocks of
     `block_tokens` tokens across every layer; with a hybrid allocator the pool holds
-    budget // (page x layers per group) blocks, shared by every group, and the line reports
-    blocks // groups x block tokens. Fixed-state (Mamba) layers are not counted.
+    budget // (page x layers per group) blocks, shared by every group (Mamba and linear-attention
+    layers' groups too, one page per sequence each), and the line reports blocks // groups x block
+    tokens. A model without attention layers has no such line (0 here).
 
     >>> from inspector.arch import parse_architecture
     >>> a = parse_architecture({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
@@ -237,5 +257,5 @@ def capacity_tokens(kv: KVCache, budget_bytes: int) -> int:
     block = min(g.block_tokens for g in attention)
     page = attention[0].bytes_per_token // attention[0].layers * attention[0].block_tokens
     blocks = budget_bytes // page // kv.group_layers
-    groups = sum((g.layers + g.padding_layers) // kv.group_layers for g in attention)
+    groups = sum((g.layers + g.padding_layers) // kv.group_layers for g in kv.groups if g.kind != "cross_attention")
     return blocks // groups * block

@@ -100,11 +100,33 @@ def test_hybrid_counts_only_attention_layers_per_token() -> None:
     a = parse_architecture(load("jondurbin--airoboros-jamba-3-3.json"))
     kv = kv_cache(a, 8192, 1, ("bf16", 16))
     assert kv.bytes_per_token == attn(4, 8, 128)
-    assert kv.bytes == attn(4, 8, 128) * 8192 + 28 * (3 * 8192 + 8192 * 16) * 2
+    # vLLM pages attention and Mamba alike: a Mamba layer's state (3 x 8192 conv + 8192 x 16 SSM, bf16:
+    # 311,296 bytes) sets the attention block to 16 x ceil(311,296 / (16 x 4,096)) = 80 tokens, and each
+    # state is padded to that page (80 x 4,096 bytes).
+    assert [g.block_tokens for g in kv.groups] == [80, 80]
+    assert kv.bytes == attn(4, 8, 128) * 8240 + 28 * 80 * 4096  # 8,192 tokens in blocks of 80
     q = parse_architecture(load("Qwen--Qwen3-Next-80B-A3B-Thinking.json"))
     kvq = kv_cache(q, 8192, 1, ("bf16", 16))
     assert kvq.bytes_per_token == attn(12, 2, 256)
-    assert kvq.state_bytes_per_sequence == 36 * (3 * (2 * 16 * 128 + 32 * 128) + 32 * 128 * 128) * 2
+    state = (3 * (2 * 16 * 128 + 32 * 128) + 32 * 128 * 128) * 2  # 1,097,728 bytes: 16 x 34 tokens of 2,048
+    assert kvq.groups[0].block_tokens == 544
+    assert kvq.state_bytes_per_sequence == 36 * 544 * 2 * 2 * 256 * 2 >= 36 * state
+
+
+def test_qwen3_next_capacity_as_vllm_logs_it() -> None:
+    """A public vLLM 0.10.2 start-up log of Qwen3-Next-80B-A3B-Instruct at tensor parallel 2 on two H200s
+    (`--tensor-parallel-size 2`, all else default; the code-search index's file id 7292846353, whose
+    repository it does not name, so it is not a ledger row): "Setting attention block size to 544
+    tokens", "Padding mamba page size by 1.49%", "Available KV cache memory: 44.59 GiB", "GPU KV
+    cache size: 973,760 tokens", "num_gpu_blocks is: 7162". The Thinking model's config has the
+    Instruct model's shapes."""
+    q = parse_architecture(load("Qwen--Qwen3-Next-80B-A3B-Thinking.json"))
+    kv = kv_cache(q, 262144, 1, ("bf16", 16), tensor_parallel_size=2)
+    state = (3 * (16 * 128 + 16 * 128) + 16 * 128 * 128) * 2  # per GPU: half the heads
+    page = 544 * 2 * 1 * 256 * 2  # 1 KV head per GPU
+    assert kv.groups[0].block_tokens == 544 and round(100 * (page - state) / state, 2) == 1.49
+    assert kv.group_layers == 12  # 12 full-attention layers; 36 DeltaNet layers make 3 more groups
+    assert capacity_tokens(kv, int(44.59 * 2**30)) == 973_760
 
 
 def test_t5_adds_cross_attention_over_the_encoder_tokens() -> None:
