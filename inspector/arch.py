@@ -71,6 +71,8 @@ class Architecture:
     attention_chunk_size: int | None = None
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+    # DeepSeek V3.2's sparse-attention indexer (`index_topk` in the config): its key width per layer
+    index_head_dim: int | None = None
     num_experts: int | None = None
     num_experts_per_tok: int | None = None
     num_shared_experts: int | None = None
@@ -105,6 +107,7 @@ class Architecture:
             "sliding_window": self.sliding_window,
             "attention_chunk_size": self.attention_chunk_size,
             "kv_lora_rank": self.kv_lora_rank,
+            "index_head_dim": self.index_head_dim,
             "qk_rope_head_dim": self.qk_rope_head_dim,
             "num_experts": self.num_experts,
             "num_experts_per_tok": self.num_experts_per_tok,
@@ -279,6 +282,10 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         # DeepseekV3Config.qk_head_dim: queries and keys are qk_nope_head_dim + qk_rope_head_dim wide.
         nope = r.int("qk_nope_head_dim", ("qk_nope_head_dim",))
         head_dim = (nope or 0) + (rope_dim or 0)
+    # vLLM's DeepseekV2 model: is_v32 = hasattr(config, "index_topk"); the indexer caches one key of
+    # index_head_dim per token per layer (vllm/model_executor/models/deepseek_v2.py Indexer).
+    index_dim = r.int("index_head_dim", ("index_head_dim",), required=True, positive=True) if (
+        kv_lora is not None and "index_topk" in cfg) else None
 
     experts = r.int("num_experts", _EXPERTS)
     experts_per_tok = r.int("num_experts_per_tok", _EXPERTS_PER_TOK) if experts else None
@@ -308,6 +315,7 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         attention_chunk_size=chunk,
         kv_lora_rank=kv_lora,
         qk_rope_head_dim=rope_dim,
+        index_head_dim=index_dim,
         num_experts=experts or None,
         num_experts_per_tok=experts_per_tok,
         num_shared_experts=shared,

@@ -145,7 +145,8 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
       the window behind it, and the window may start mid-block);
     - chunked local attention (Llama 4): min(context, chunk + max_num_batched_tokens) tokens;
     - MLA: one latent of kv_lora_rank + qk_rope_head_dim per token per layer (MLAAttentionSpec, one
-      "head", no factor 2), blocks of 64, replicated on every tensor-parallel rank;
+      "head", no factor 2), blocks of 64, replicated on every tensor-parallel rank; DeepSeek V3.2
+      adds its indexer's keys (mla_layer_token_bytes);
     - linear attention and Mamba: a fixed state per sequence, split across ranks by heads;
     - encoder-decoder: cross-attention K and V over the encoder's tokens, per sequence.
 
@@ -161,6 +162,9 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
     kv_heads = kv_heads_per_gpu(arch.num_key_value_heads, tp) if arch.num_key_value_heads else 0
     attn_elems = 2 * kv_heads * arch.head_dim
     latent = (arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)
+    mla_token_bytes = latent * bits // 8
+    if arch.index_head_dim:
+        mla_token_bytes = mla_layer_token_bytes(arch, name, bits)
     n_state = counts.get(LayerKind.LINEAR, 0) + counts.get(LayerKind.MAMBA, 0) if arch.state else 0
     # Mamba/DeltaNet state is kept in the model dtype, `state_bits` (vLLM's mamba_cache_dtype "auto").
     state_page = -(-arch.state.elements // tp) * state_bits // 8 if arch.state else 0
@@ -169,13 +173,13 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
     if n_state and kinds:
         first = kinds[0]
         align = MLA_BLOCK_SIZE if first is LayerKind.MLA else BLOCK_SIZE
-        mamba_block = max(align, mamba_block_tokens(state_page, (latent if first is LayerKind.MLA else attn_elems)
-                                                    * bits // 8, align))
+        mamba_block = max(align, mamba_block_tokens(
+            state_page, mla_token_bytes if first is LayerKind.MLA else attn_elems * bits // 8, align))
     groups = []
     for kind in kinds:
         n = counts[kind]
         block = mamba_block or (MLA_BLOCK_SIZE if kind is LayerKind.MLA else BLOCK_SIZE)
-        per_token = n * (latent if kind is LayerKind.MLA else attn_elems) * bits // 8
+        per_token = n * (mla_token_bytes if kind is LayerKind.MLA else attn_elems * bits // 8)
         tokens = _blocks(context, block) * block
         if kind is LayerKind.SLIDING and arch.sliding_window:
             held = min(context, arch.sliding_window - 1 + max_num_batched_tokens)
@@ -202,6 +206,28 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
     per_seq = sum(g.bytes_per_sequence for g in groups)
     return KVCache(name, sum(g.bytes_per_token for g in groups), context, batch, per_seq * batch,
                    state, tuple(groups), tp, size)
+
+
+def mla_layer_token_bytes(arch: Architecture, dtype: str, bits: int) -> int:
+    """Bytes one token adds to one MLA layer's cache (vllm/v1/kv_cache_interface.py MLAAttentionSpec):
+    the latent (kv_lora_rank + qk_rope_head_dim) at the cache dtype; for DeepSeek V3.2's sparse
+    attention, an fp8 cache is FlashMLA's "fp8_ds_mla" layout, 656 bytes a token
+    (MLAAttentionSpec.real_page_size_bytes), and the indexer adds its own cache per layer:
+    index_head_dim fp8 values plus a 4-byte scale per 128 (DeepseekV32IndexerCache, uint8:
+    head_dim + head_dim // 128 * 4 = 132 bytes for DeepSeek's 128).
+
+    >>> from inspector.arch import parse_architecture
+    >>> a = parse_architecture({"model_type": "deepseek_v32", "num_hidden_layers": 1, "hidden_size": 64,
+    ...                         "num_attention_heads": 4, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+    ...                         "index_topk": 2048, "index_head_dim": 128})
+    >>> mla_layer_token_bytes(a, "bf16", 16), mla_layer_token_bytes(a, "fp8", 8)
+    (1284, 788)
+    """
+    latent = (arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)
+    if not arch.index_head_dim:
+        return latent * bits // 8
+    main = 656 if bits == 8 else latent * bits // 8
+    return main + arch.index_head_dim + arch.index_head_dim // 128 * 4
 
 
 def mamba_block_tokens(state_page_bytes: int, attention_token_bytes: int, align: int) -> int:

@@ -113,6 +113,24 @@ def test_hybrid_counts_only_attention_layers_per_token() -> None:
     assert kvq.state_bytes_per_sequence == 36 * 544 * 2 * 2 * 256 * 2 >= 36 * state
 
 
+def test_deepseek_v32_adds_the_indexer_cache() -> None:
+    """DeepSeek V3.2 is V3 plus a sparse-attention indexer (`index_topk`); vLLM caches the indexer's
+    128-wide fp8 key and a 4-byte scale per layer beside the latent (deepseek_v2.py Indexer,
+    DeepseekV32IndexerCache), and an fp8 cache is FlashMLA's fp8_ds_mla, 656 bytes a token. No real
+    V3.2 config.json was found: the V3 fixture with the indexer keys vLLM's code names
+    (index_n_heads 64, index_head_dim 128, index_topk 2048; deepseek_v2.py comments) stands in."""
+    cfg = {**load("deepseek-ai--DeepSeek-V3.json"), "architectures": ["DeepseekV32ForCausalLM"],
+           "index_topk": 2048, "index_n_heads": 64, "index_head_dim": 128}
+    a = parse_architecture(cfg)
+    assert a.index_head_dim == 128
+    assert kv_cache(a, 4096, 1, ("bf16", 16)).bytes_per_token == 61 * ((512 + 64) * 2 + 128 + 4)
+    assert kv_cache(a, 4096, 1, ("fp8", 8)).bytes_per_token == 61 * (656 + 128 + 4)
+    v3 = parse_architecture(load("deepseek-ai--DeepSeek-V3.json"))
+    assert v3.index_head_dim is None and kv_cache(v3, 4096, 1, ("fp8", 8)).bytes_per_token == 61 * (512 + 64)
+    budget = 10 * 2**30
+    assert capacity_tokens(kv_cache(a, 4096, 1, ("bf16", 16)), budget) == budget // (64 * 61 * 1284) * 64
+
+
 def test_qwen3_next_capacity_as_vllm_logs_it() -> None:
     """A public vLLM 0.10.2 start-up log of Qwen3-Next-80B-A3B-Instruct at tensor parallel 2 on two H200s
     (`--tensor-parallel-size 2`, all else default; the code-search index's file id 7292846353, whose
