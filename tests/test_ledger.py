@@ -35,8 +35,10 @@ def computed(row: dict) -> dict[str, float]:
                     mxfp4_backend=row.get("mxfp4_backend"), enforce_eager=row.get("enforce_eager", False),
                     flashinfer_sampler=row.get("flashinfer_sampler", False),
                     entrypoint=row.get("entrypoint", "serve"), dtype=row.get("dtype", "auto"))
+    # "precision": fp8 is vLLM's --quantization fp8 of a 16-bit checkpoint (hfmem's fp8 precision)
     settings = Settings(max_model_len=row["max_model_len"], tensor_parallel_size=row["tp"],
-                        precisions=(Precision.STORED,), assumptions=a)
+                        precisions=(Precision(row.get("precision", "stored")),), assumptions=a,
+                        kv_cache_dtype=row.get("kv_cache_dtype", "auto"))
     m = estimate_memory(report.architecture, report.parameters, settings, gpu)
     e = m.estimates[0]
     rotary = e.overhead["rotary_cache"]  # vLLM counts it in "Model loading took"
