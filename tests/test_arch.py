@@ -101,6 +101,9 @@ EXPECTED = {
                                       None, 61 * (512 + 64) * 2),
     "deepseek-ai--DeepSeek-V3.json.gz": ("deepseek_v3", 61, 7168, 128, 128, 128 + 64, 129280, 163840,
                                          {"mla": 61}, None, 61 * (512 + 64) * 2),
+    # DeepSeek-V2-Lite: MLA without q_lora; 16 heads of 128 + 64 (qk_nope + qk_rope), 27 layers.
+    "deepseek-ai--DeepSeek-V2-Lite-Chat.json": ("deepseek_v2", 27, 2048, 16, 16, 128 + 64, 102400, 163840,
+                                                {"mla": 27}, None, 27 * (512 + 64) * 2),
     # Jamba: attention where i % 8 == 4 (4 layers of 32), Mamba elsewhere; only attention is per token.
     "jondurbin--airoboros-jamba-3-3.json": ("jamba", 32, 4096, 32, 8, 128, 65536, 262144,
                                             {"mamba": 28, "full_attention": 4}, None, attn(4, 8, 128)),
