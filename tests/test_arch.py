@@ -71,6 +71,8 @@ EXPECTED = {
     "mlx-community--gemma-3-4b-it-bf16.json": ("gemma3_text", 34, 2560, 8, 4, 256, 262208, 131072,
                                                {"sliding_attention": 29, "full_attention": 5}, 1024,
                                                attn(34, 4, 256)),
+    "google--gemma-3-4b-it.json": ("gemma3_text", 34, 2560, 8, 4, 256, 262208, 131072,
+                                   {"sliding_attention": 29, "full_attention": 5}, 1024, attn(34, 4, 256)),
     "Codingstark--gemma3-270m-leetcode.json": ("gemma3_text", 18, 640, 4, 1, 256, 262144, 32768,
                                                {"sliding_attention": 15, "full_attention": 3}, 512, attn(18, 1, 256)),
     "openai--gpt-oss-20b.json": ("gpt_oss", 24, 2880, 64, 8, 64, 201088, 131072,
