@@ -73,6 +73,9 @@ class Architecture:
     qk_rope_head_dim: int | None = None
     # DeepSeek V3.2's sparse-attention indexer (`index_topk` in the config): its key width per layer
     index_head_dim: int | None = None
+    # KV heads of each layer when they differ (Nemotron-NAS block_configs): 0 for a layer without
+    # attention; None when every attention layer has num_key_value_heads
+    kv_heads_per_layer: tuple[int, ...] | None = None
     num_experts: int | None = None
     num_experts_per_tok: int | None = None
     num_shared_experts: int | None = None
@@ -108,6 +111,7 @@ class Architecture:
             "attention_chunk_size": self.attention_chunk_size,
             "kv_lora_rank": self.kv_lora_rank,
             "index_head_dim": self.index_head_dim,
+            "kv_heads_per_layer": list(self.kv_heads_per_layer) if self.kv_heads_per_layer else None,
             "qk_rope_head_dim": self.qk_rope_head_dim,
             "num_experts": self.num_experts,
             "num_experts_per_tok": self.num_experts_per_tok,
@@ -273,6 +277,12 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         head_dim = given_dim if given_dim is not None else (hidden // heads if heads else 0)
 
     kinds, window, chunk = _layer_kinds(cfg, r, model_type, layers)
+    per_layer_kv = None
+    if isinstance(cfg.get("block_configs"), list):
+        kinds, per_layer_kv = _block_configs(cfg["block_configs"], heads, layers)
+        kv_heads = next((k for k in per_layer_kv if k), kv_heads)  # vLLM: the first attention layer's
+        if len(set(per_layer_kv) - {0}) <= 1:
+            per_layer_kv = None
     kv_lora = cfg.get("kv_lora_rank")
     rope_dim = None
     if kv_lora is not None:
@@ -316,6 +326,7 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture:
         kv_lora_rank=kv_lora,
         qk_rope_head_dim=rope_dim,
         index_head_dim=index_dim,
+        kv_heads_per_layer=per_layer_kv,
         num_experts=experts or None,
         num_experts_per_tok=experts_per_tok,
         num_shared_experts=shared,
@@ -448,6 +459,35 @@ def _layer_kinds(cfg: Mapping[str, Any], r: _Reader, model_type: str,
     if LayerKind.SLIDING in kinds and window is None:
         raise ConfigError("config.json: sliding-window layers but no sliding_window")
     return kinds, (window if LayerKind.SLIDING in kinds else None), chunk
+
+
+def _block_configs(blocks: list[Any], heads: int, n: int) -> tuple[tuple[LayerKind, ...], tuple[int, ...]]:
+    """Nemotron-NAS (DeciLM) layers from `block_configs`, as vLLM builds them (vllm/model_executor/
+    models/nemotron_nas.py DeciLMDecoderLayer): `attention.no_op` layers have no attention and no
+    KV cache; the others have num_attention_heads // `attention.n_heads_in_group` KV heads. Layers
+    that replace attention with a linear map or a windowed sink attention are refused: vLLM builds
+    no such layer."""
+    if len(blocks) != n:
+        raise ConfigError(f"config.json: block_configs has {len(blocks)} entries for {n} layers")
+    kinds, kv = [], []
+    for i, block in enumerate(blocks):
+        attn = block.get("attention") if isinstance(block, Mapping) else None
+        if not isinstance(attn, Mapping):
+            raise ConfigError(f"config.json: block_configs[{i}] has no attention object")
+        if attn.get("replace_with_linear") or attn.get("window_length") is not None or attn.get("sparsify"):
+            raise ConfigError(f"config.json: block_configs[{i}].attention is a linear, windowed or sparse "
+                              "replacement, which hfmem cannot size")
+        if attn.get("no_op") is True:
+            kinds.append(LayerKind.NONE)
+            kv.append(0)
+            continue
+        group = _check_int(f"block_configs[{i}].attention.n_heads_in_group", attn.get("n_heads_in_group"),
+                           positive=True)
+        if heads % group:
+            raise ConfigError(f"config.json: block_configs[{i}]: {heads} heads do not split into groups of {group}")
+        kinds.append(LayerKind.FULL)
+        kv.append(heads // group)
+    return tuple(kinds), tuple(kv)
 
 
 def _state_dims(cfg: Mapping[str, Any], r: _Reader, model_type: str, hidden: int,

@@ -180,6 +180,9 @@ def kv_cache(arch: Architecture, context: int, batch: int, dtype: tuple[str, int
         n = counts[kind]
         block = mamba_block or (MLA_BLOCK_SIZE if kind is LayerKind.MLA else BLOCK_SIZE)
         per_token = n * (mla_token_bytes if kind is LayerKind.MLA else attn_elems * bits // 8)
+        if kind is LayerKind.FULL and arch.kv_heads_per_layer:  # heads differ by layer (Nemotron-NAS)
+            per_token = sum(2 * kv_heads_per_gpu(k, tp) * arch.head_dim * bits // 8
+                            for k in arch.kv_heads_per_layer if k)
         tokens = _blocks(context, block) * block
         if kind is LayerKind.SLIDING and arch.sliding_window:
             held = min(context, arch.sliding_window - 1 + max_num_batched_tokens)

@@ -106,6 +106,9 @@ EXPECTED = {
     # DeepSeek-V2-Lite: MLA without q_lora; 16 heads of 128 + 64 (qk_nope + qk_rope), 27 layers.
     "deepseek-ai--DeepSeek-V2-Lite-Chat.json": ("deepseek_v2", 27, 2048, 16, 16, 128 + 64, 102400, 163840,
                                                 {"mla": 27}, None, 27 * (512 + 64) * 2),
+    # Nemotron-NAS (DeciLM): 31 of 80 blocks have no attention (no_op); the other 49 have 64 / 8 KV heads.
+    "nvidia--Llama-3_3-Nemotron-Super-49B-v1.json": ("nemotron-nas", 80, 8192, 64, 8, 128, 128256, 131072,
+                                                     {"full_attention": 49, "none": 31}, None, attn(49, 8, 128)),
     # Jamba: attention where i % 8 == 4 (4 layers of 32), Mamba elsewhere; only attention is per token.
     "jondurbin--airoboros-jamba-3-3.json": ("jamba", 32, 4096, 32, 8, 128, 65536, 262144,
                                             {"mamba": 28, "full_attention": 4}, None, attn(4, 8, 128)),
@@ -231,3 +234,21 @@ def test_config_is_data_not_code(tmp_path, monkeypatch) -> None:
     report = inspect_model(str(tmp_path))
     assert report.architecture is not None and report.architecture.model_type == "jamba"
     assert not mark.exists()
+
+
+def test_nemotron_nas_kv_heads_by_block() -> None:
+    """vLLM's DeciLMDecoderLayer: num_attention_heads // n_heads_in_group KV heads per attention block,
+    none for a no-op block; the total it reports is the first attention block's."""
+    block = {"ffn": {"ffn_mult": 2.0, "no_op": False}}
+    cfg = {"model_type": "nemotron-nas", "num_hidden_layers": 3, "hidden_size": 1024, "num_attention_heads": 16,
+           "block_configs": [{**block, "attention": {"n_heads_in_group": 8, "no_op": False}},
+                             {**block, "attention": {"n_heads_in_group": None, "no_op": True}},
+                             {**block, "attention": {"n_heads_in_group": 4, "no_op": False}}]}
+    a = parse_architecture(cfg)
+    assert (a.num_key_value_heads, a.kv_heads_per_layer) == (2, (2, 0, 4))
+    assert kv_cache(a, 1024, 1, ("bf16", 16)).bytes_per_token == 2 * (2 + 4) * 64 * 2
+    assert kv_cache(a, 1024, 1, ("bf16", 16), tensor_parallel_size=4).bytes_per_token == 2 * (1 + 1) * 64 * 2
+    for bad in ({"n_heads_in_group": 8, "replace_with_linear": True}, {"n_heads_in_group": 3},
+                {"n_heads_in_group": 8, "window_length": 4096}):
+        with pytest.raises(ConfigError):
+            parse_architecture({**cfg, "block_configs": [{**block, "attention": bad}] * 3})
