@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .env import cache_dir
 from .errors import HfmemError
 
 if TYPE_CHECKING:
@@ -71,18 +72,6 @@ BRANCH_TTL_S = 10 * 60
 #: the write fails and the run goes on uncached.
 LOCK_WAIT_S = 3.0
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-def cache_dir() -> Path:
-    """`$HFMEM_CACHE_DIR`, else `$HF_HOME/hfmem`, else `~/.cache/huggingface/hfmem` (read at call time)."""
-    explicit = os.environ.get("HFMEM_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME")
-    if hf_home:
-        return Path(hf_home).expanduser() / "hfmem"
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(xdg).expanduser() / "huggingface" / "hfmem"
 
 
 #: The Cache Directory Tagging spec's file (https://bford.info/cachedir/): backup tools skip the
@@ -417,8 +406,6 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     return meta, ranged
 
 
-
-
 def _shared_key(request: Any, **kwargs: Any) -> str:
     """The cache key in a shared Redis: requests-cache's own (`Authorization` left out of it), and
     for a request sent with credentials, a hash of them mixed in. A gated repo's answer fetched
@@ -674,12 +661,12 @@ def snapshot_path(repo_id: str, sha: str) -> Path:
 
 
 def _endpoint_folder() -> str:
-    """The endpoint's host[:port], one quoted folder name (no user:password: `hub.endpoint` drops
+    """The endpoint's host[:port], one quoted folder name (no user:password: `env.endpoint` drops
     it). An http:// endpoint is apart from an https:// one on the same host (`http+host`): the two
     are different servers as far as hfmem can tell."""
     from urllib.parse import quote, urlsplit
 
-    from .hub import endpoint
+    from .env import endpoint
 
     parts = urlsplit(endpoint())
     host = parts.netloc or "default"

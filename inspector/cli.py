@@ -505,7 +505,8 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 @cache_app.command("clear")
 def cache_clear_cmd(quiet: QuietOpt = False) -> None:
     """Delete everything hfmem cached (only the files it writes; a folder holding others is refused)."""
-    from .cache import cache_dir, clear_cache
+    from .cache import clear_cache
+    from .env import cache_dir
 
     freed = clear_cache()
     _hint(f"removed hfmem's files from {cache_dir()} ({freed:,} bytes)", quiet)

@@ -37,6 +37,15 @@ from .checkpoint import (
     quantization_config,
     shards_from_index,
 )
+from .env import (
+    DEFAULT_ENDPOINT,
+    endpoint,
+    env_int,
+    offline_requested,
+    resolve_token,
+    split_login,
+    timeout_s,
+)
 from .errors import (
     AuthError,
     EntryNotFound,
@@ -58,15 +67,12 @@ if TYPE_CHECKING:
     from .params import CountContext, FileTally, ParameterCount
     from .workers import Parsed
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
 SPECULATIVE_HEADER_BYTES = 64 * 1024
 #: Shard requests in flight at once (the JSON files have threads of their own): each wave of 64
 #: shards costs two round trips (the redirect, then the CDN read). Our policy.
 DEFAULT_CONCURRENCY = 64
-#: huggingface_hub's default HF_HUB_DOWNLOAD_TIMEOUT (constants.py: DEFAULT_DOWNLOAD_TIMEOUT = 10).
-DEFAULT_TIMEOUT_S = 10.0
 # Our own policy, not a Hub number: 4 tries (backoff 0.5, 1, 2 s) keep a flaky link usable while a
 # CI job still fails within about a minute; a Retry-After beyond 10 s is capped to stay in that
 # bound; 5 redirect hops cover a renamed repo plus the CDN with room to spare.
@@ -75,8 +81,6 @@ MAX_RETRY_AFTER_S = 10.0
 MAX_REDIRECTS = 5
 #: The tree API's pages followed at most (1000 files a page on the Hub): a million files, our policy.
 MAX_TREE_PAGES = 1000
-#: HF_HUB_DOWNLOAD_TIMEOUT beyond this is taken as this (a socket refuses an inf or 1e308 timeout).
-MAX_TIMEOUT_S = 3600.0
 #: How long past the --timeout deadline a wait on a stuck thread or worker lasts before the read
 #: gives up on it (its request is cut at the deadline; this covers the cut's own round). Our policy.
 DEADLINE_SLACK_S = 2.0
@@ -95,30 +99,6 @@ WARM_CONNECTIONS = 4
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-def endpoint() -> str:
-    """The Hub endpoint, read at call time: `HF_ENDPOINT` (a mirror) or huggingface.co, less any
-    `user:password@` in it (`endpoint_login`): no URL, cache key, file name or message holds that."""
-    return _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)[0].rstrip("/")
-
-
-def endpoint_login() -> str | None:
-    """`Authorization: Basic ...` for a mirror whose HF_ENDPOINT carries `user:password@`, else None."""
-    return _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)[1]
-
-
-def _split_login(url: str) -> tuple[str, str | None]:
-    import base64
-    from urllib.parse import unquote
-
-    parts = urlsplit(url)
-    login, at, hostport = parts.netloc.rpartition("@")
-    if not at:
-        return url, None
-    user, _, password = login.partition(":")
-    credentials = f"{unquote(user)}:{unquote(password)}".encode()
-    return parts._replace(netloc=hostport).geturl(), "Basic " + base64.b64encode(credentials).decode()
-
-
 def hub_url(repo_id: str, *, revision: str, filename: str | None = None, api: str | None = None,
             base: str | None = None) -> str:
     """One URL helper for every request. The revision is quoted whole (`refs/pr/1` -> `refs%2Fpr%2F1`).
@@ -132,46 +112,6 @@ def hub_url(repo_id: str, *, revision: str, filename: str | None = None, api: st
         return f"{base}/api/models/{repo_id}/{api}/{rev}"
     assert filename is not None
     return f"{base}/{repo_id}/resolve/{rev}/{quote(filename, safe='/')}"
-
-
-def resolve_token(token: str | bool | None) -> str | None:
-    """`--token`, else `HF_TOKEN`, else huggingface_hub's stored login; False sends none. White
-    space around a given token is dropped (`--token "$(cat file)"` of a CRLF file), as
-    huggingface_hub drops it from HF_TOKEN; a control character inside is refused, and not shown."""
-    if token is False:
-        return None
-    if isinstance(token, str) and token.strip():
-        token = token.strip()
-        if not token.isprintable():
-            from .errors import UsageError
-
-            raise UsageError("the token given (--token) holds a line break or another control character")
-        return token
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def offline_requested() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else default
-
-
-def timeout_s() -> float:
-    """HF_HUB_DOWNLOAD_TIMEOUT in seconds; a value that is no positive finite number (nan, inf, -1,
-    abc) is ignored, as huggingface_hub would fail on it, and one beyond MAX_TIMEOUT_S is capped."""
-    raw = os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        return DEFAULT_TIMEOUT_S
-    if not 0 < value < float("inf"):  # (False for nan too)
-        return DEFAULT_TIMEOUT_S
-    return min(value, MAX_TIMEOUT_S)
 
 
 @dataclass
@@ -195,7 +135,7 @@ class HubClient:
 
         # A mirror's user:password in HF_ENDPOINT is split off the URL (sent to its host as Basic auth).
         if base is None:
-            base, self.login = _split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
+            base, self.login = split_login(os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
         else:
             self.login = None
         self.base = base.rstrip("/")
@@ -1054,7 +994,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 
     from .workers import Parsed, WorkerPool, configured_workers, parse_shard
 
-    workers = max(1, concurrency or _env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
+    workers = max(1, concurrency or env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
     client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
                        deadline=deadline)
     warnings += client.warnings

@@ -210,7 +210,7 @@ def test_a_mirror_password_in_hf_endpoint_is_sent_to_it_and_appears_nowhere(fake
     cache file or cache file name holds it, and the CDN never sees it."""
     import base64
 
-    from inspector.hub import endpoint, endpoint_login
+    from inspector.env import endpoint, endpoint_login
 
     secret = "s3cret-mirror-pw"
     host = fake_hub.endpoint.split("//")[1]
