@@ -141,7 +141,7 @@ def inspect_model(
                                  deadline=deadline)
     parameters = count_parameters(checkpoint)
     if source.kind is SourceKind.HUB and not source.filename:
-        from .hub import save_counts
+        from .store import save_counts
 
         save_counts(checkpoint, parameters)
     if "config.json" not in checkpoint.json_files:

@@ -253,7 +253,7 @@ class SnapshotWriter:
 
     def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None,
                  local_path: str | None = None, mode: int = 0o600) -> None:
-        from .cache import temp_path
+        from .env import temp_path
 
         self.path = path
         self._tmp = temp_path(path)  # in the same folder: the rename never crosses file systems

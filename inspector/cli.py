@@ -483,7 +483,7 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
     """Where the cache is and what it holds."""
     import json
 
-    from .cache import cache_info
+    from .store import cache_info
 
     info = cache_info()
     if json_:
@@ -505,8 +505,8 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 @cache_app.command("clear")
 def cache_clear_cmd(quiet: QuietOpt = False) -> None:
     """Delete everything hfmem cached (only the files it writes; a folder holding others is refused)."""
-    from .cache import clear_cache
     from .env import cache_dir
+    from .store import clear_cache
 
     freed = clear_cache()
     _hint(f"removed hfmem's files from {cache_dir()} ({freed:,} bytes)", quiet)
@@ -521,7 +521,7 @@ def cache_prune_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Drop expired HTTP answers, snapshots not used for a while and leftover temporary files."""
-    from .cache import prune_cache
+    from .store import prune_cache
 
     freed = prune_cache(older_than)
     _hint(f"freed {freed:,} bytes", quiet)

@@ -76,7 +76,7 @@ def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
         "headers": list(cp.headers),
         "parameters": asdict(params),
     }
-    from .cache import temp_path
+    from .env import temp_path
 
     path = digest_path(snapshot)
     tmp = temp_path(path)  # (a name `cache prune` knows, should this process die before the rename)

@@ -8,6 +8,7 @@ these are read here instead.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,3 +93,55 @@ def cache_dir() -> Path:
         return Path(hf_home).expanduser() / "hfmem"
     xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(xdg).expanduser() / "huggingface" / "hfmem"
+
+
+# --- hfmem's own files: a private folder (0700), files 0600, temporary names ---------------
+
+
+#: The Cache Directory Tagging spec's file (https://bford.info/cachedir/): backup tools skip the
+#: folder, and it says whose folder this is.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+
+
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by hfmem.\n"
+             "# For information about cache directory tags, see https://bford.info/cachedir/\n")
+
+
+def make_root(root: Path) -> None:
+    """Create the cache folder, tagged, if it is not there (one failing mkdir when it is)."""
+    try:
+        root.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        return
+    try:
+        fd = os.open(root / CACHEDIR_TAG, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with open(fd, "w") as f:
+            f.write(TAG_TEXT)
+    except OSError:
+        pass  # only a marker: the cache works without it
+
+
+def private_dir(path: Path) -> Path:
+    root = cache_dir()
+    if path == root or root in path.parents:
+        make_root(root)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create the file 0600 before anything else opens it (SQLite's journal inherits the mode)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file written beside `path` and renamed over it: `<name>.<pid>.<thread>.tmp`,
+    which `cache prune` and `clear` recognise (and delete once its process is gone)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -23,12 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .cache import MAX_JSON_BYTES
+from .cache import BRANCH_TTL_S, MAX_JSON_BYTES
 from .checkpoint import (
     METADATA_FILES,
     Checkpoint,
@@ -50,21 +50,20 @@ from .errors import (
     AuthError,
     EntryNotFound,
     GatedRepo,
-    HfmemError,
     NetworkError,
-    NotFoundError,
     OfflineMiss,
     RepoNotFound,
     RevisionNotFound,
 )
 from .header import PREFIX_BYTES, Header, LazyHeaders, parse_header, read_length_prefix
 from .source import Source
+from .store import commit_snapshot, from_hf_cache, load_saved, snapshot_writer, with_warnings
 
 if TYPE_CHECKING:
     import requests
 
     from .checkpoint import SnapshotWriter
-    from .params import CountContext, FileTally, ParameterCount
+    from .params import CountContext, FileTally
     from .workers import Parsed
 
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
@@ -952,7 +951,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
              refresh: bool = False, concurrency: int | None = None,
              progress: Callable[[int, int], None] | None = None, deadline: float | None = None) -> Checkpoint:
     """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible."""
-    from . import cache
+    from . import store
 
     assert source.repo_id is not None
     repo_id = source.repo_id
@@ -965,28 +964,28 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # then. An id that could name a path outside the cache is checked before.
     from .source import validate_repo_id
 
-    if not cache.is_folder_name(repo_id):
+    if not store.is_folder_name(repo_id):
         validate_repo_id(repo_id)
     # 0. Pinned to a sha we have read before: the saved snapshot answers with no request at all.
     pinned = revision if SHA_RE.match(revision) else None
     if offline and not pinned:
-        pinned = cache.load_ref(repo_id, revision)
+        pinned = store.load_ref(repo_id, revision)
         if pinned:
             warnings.append(f"offline: using {revision} as last resolved ({pinned[:12]}); it may be stale")
     if pinned and not refresh and not source.filename:
-        saved = _load_saved(repo_id, pinned, revision, warnings)
+        saved = load_saved(repo_id, pinned, revision, warnings)
         if saved is not None:
-            return _with_warnings(saved, warnings)
+            return with_warnings(saved, warnings)
     if not pinned and not offline and not refresh and not source.filename:
         # A branch resolved within BRANCH_TTL_S, whose commit we have read: no request at all (and
         # no HTTP library imported).
-        recent = cache.load_ref(repo_id, revision, max_age_s=cache.BRANCH_TTL_S)
-        saved = _load_saved(repo_id, recent, revision, warnings) if recent else None
+        recent = store.load_ref(repo_id, revision, max_age_s=BRANCH_TTL_S)
+        saved = load_saved(repo_id, recent, revision, warnings) if recent else None
         if saved is not None:
-            return _with_warnings(saved, warnings)
+            return with_warnings(saved, warnings)
     validate_repo_id(repo_id)  # before the HF cache, and before the Hub
     if offline:
-        local = _from_hf_cache(repo_id, revision)
+        local = from_hf_cache(repo_id, revision)
         if local is not None:
             return local
         if not pinned:
@@ -1001,16 +1000,16 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # 1. sha and file list
     # A branch still pointing at a commit we have read needs no second layer: no connection is
     # opened for one when the branch last pointed at such a commit (most runs past BRANCH_TTL_S).
-    last = None if pinned or refresh or source.filename else cache.load_ref(repo_id, revision)
+    last = None if pinned or refresh or source.filename else store.load_ref(repo_id, revision)
     sha, files = client.revision_info(repo_id, pinned or revision,
-                                      warm=not (last and cache.snapshot_path(repo_id, last).is_file()))
+                                      warm=not (last and store.snapshot_path(repo_id, last).is_file()))
     if not pinned:
-        cache.save_ref(repo_id, revision, sha)  # (the revision call is never answered from the cache)
+        store.save_ref(repo_id, revision, sha)  # (the revision call is never answered from the cache)
         # A branch that still points at a commit we have read: nothing more to fetch.
         if not refresh and not source.filename:
-            saved = _load_saved(repo_id, sha, revision, warnings)
+            saved = load_saved(repo_id, sha, revision, warnings)
             if saved is not None:
-                return _with_warnings(saved, warnings)
+                return with_warnings(saved, warnings)
     if source.filename:
         if source.filename not in files:
             raise EntryNotFound(f"{repo_id} has no file {source.filename!r} at {revision}")
@@ -1025,7 +1024,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     # The commit's snapshot is written as the headers arrive, and put in place once everything is
     # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
     # of shards, in worker processes (inspector/workers.py), while the request threads go on.
-    with (_snapshot_writer(repo_id, revision, sha, warnings) if not source.filename else nullcontext()) as snapshot, \
+    with (snapshot_writer(repo_id, revision, sha, warnings) if not source.filename else nullcontext()) as snapshot, \
             stopping_executor(1, deadline) as parser, WorkerPool(deadline) as processes:
         # The JSON files, and the tasks that parse them, have threads of their own beside the shard
         # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
@@ -1149,7 +1148,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
             tallies=tallies,
         )
         _ = cp.weight_files  # validates the index before anything is saved
-        cp = _commit_snapshot(cp, snapshot, {n: f.result() for n, f in json_futures.items()})
+        cp = commit_snapshot(cp, snapshot, {n: f.result() for n, f in json_futures.items()})
     return cp
 
 
@@ -1211,84 +1210,6 @@ def _count_context(json_futures: Mapping[str, Future[bytes]], parsed: dict[str, 
         return None
 
 
-def _with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
-    return replace(cp, warnings=(*cp.warnings, *warnings)) if warnings else cp
-
-
-def _load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> Checkpoint | None:
-    """The saved snapshot of a commit: its digest (counts, no headers) when there is one. A damaged
-    snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it. Only one saved
-    for this very repo id answers: `repo_id` may not be validated yet (read_hub), and another id can
-    name the same file (`a--b` and `a/b`; `a/b.` on Windows, which drops trailing dots)."""
-    from .cache import snapshot_path
-    from .checkpoint import load_snapshot
-    from .digest import digest_path, load_digest
-
-    path = snapshot_path(repo_id, sha)
-    try:
-        if not path.is_file():
-            return None
-    except OSError:  # a name too long for the file system: no snapshot of it, and the id is checked next
-        return None
-    cp = load_digest(path, lambda: load_snapshot(path))
-    if cp is None:
-        try:
-            cp = load_snapshot(path)
-        except HfmemError:
-            if warnings is not None:
-                warnings.append(f"the cached snapshot of {repo_id}@{sha[:12]} was damaged; reading it again")
-            for damaged in (path, digest_path(path)):
-                damaged.unlink(missing_ok=True)
-            return None
-    if cp.repo_id != repo_id:
-        return None
-    return replace(cp, name=repo_id, revision=revision, local_path=None)
-
-
-def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
-    """Keep a digest of the counts beside the commit's saved snapshot, for the next warm run."""
-    from .cache import snapshot_path
-    from .digest import save_digest
-
-    # Only counts read from the Hub itself: a folder of the HF cache (offline) may hold a partial
-    # download of the same commit, whose counts must never stand for the commit's.
-    if cp.counted is None and cp.local_path is None and cp.repo_id and cp.sha:
-        path = snapshot_path(cp.repo_id, cp.sha)
-        if path.is_file():
-            save_digest(path, cp, params)
-
-
-def _snapshot_writer(repo_id: str, revision: str, sha: str,
-                     warnings: list[str]) -> AbstractContextManager[SnapshotWriter | None]:
-    """The writer of a commit's snapshot in the cache, or None (and a warning) where the cache
-    cannot be written."""
-    from .cache import _private_dir, disk_warning, snapshot_path
-    from .checkpoint import SnapshotWriter
-
-    path = snapshot_path(repo_id, sha)
-    try:
-        _private_dir(path.parent)
-        return SnapshotWriter(path, repo_id=repo_id, revision=revision, sha=sha)
-    except OSError as e:
-        warnings.append(disk_warning(e))
-        return nullcontext()
-
-
-def _commit_snapshot(cp: Checkpoint, snapshot: SnapshotWriter | None, json_text: Mapping[str, bytes]) -> Checkpoint:
-    """Put the commit's snapshot in place; a disk that refused it (now or mid-run: full, read-only)
-    only costs the next run's speed, and is said in one warning."""
-    from .cache import disk_warning
-
-    if snapshot is None:
-        return cp
-    if not snapshot.failed:
-        try:
-            snapshot.commit(cp.files, cp.json_files, json_text)
-        except OSError:
-            pass  # (recorded as snapshot.error)
-    return _with_warnings(cp, [disk_warning(snapshot.error)]) if snapshot.error is not None else cp
-
-
 def _keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,
           data: bytes = b"") -> None:
     """Keep a parsed shard's header: written to the snapshot being saved (as the file holds it; an
@@ -1312,31 +1233,3 @@ def _keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, pars
         headers.add_bytes(name, data, parsed.file_bytes)
 
 
-def _from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
-    """A model already in huggingface_hub's cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`)."""
-    from pathlib import Path
-
-    from .cache import repo_folder
-    from .local import read_local, read_regular
-    from .source import SourceKind
-
-    hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
-    )
-    repo_dir = Path(hub_cache) / repo_folder(repo_id)
-    sha = revision if SHA_RE.match(revision) else None
-    if sha is None:
-        try:  # a regular file of at most a line (a FIFO there would block a plain read forever)
-            sha = read_regular(repo_dir / "refs" / revision, 256, "ref").decode("ascii").strip()
-        except (OSError, HfmemError, UnicodeDecodeError):
-            return None
-        if not SHA_RE.match(sha):  # never a path: the ref file's text becomes a folder name
-            return None
-    folder = repo_dir / "snapshots" / sha
-    if not folder.is_dir():
-        return None
-    try:
-        cp = read_local(Source(SourceKind.LOCAL_DIR, repo_id=repo_id, revision=sha, path=folder))
-    except NotFoundError:
-        return None
-    return replace(cp, revision=revision, warnings=(*cp.warnings, f"offline: read from the HF cache at {folder}"))

@@ -185,7 +185,7 @@ def test_a_full_disk_inside_sqlites_writes_mid_run_degrades_with_a_warning(fake_
 
     assert run([QWEN, "-q"]) == 0  # (a local read: the cache's database is not made yet)
     inspector.cache.build_sessions()  # the database made, its tables created
-    inspector.cache._close_sessions(cache())
+    inspector.cache.close_sessions(cache())
     capsys.readouterr()
     # The pages there are filled to the brim (the next answer needs a new page), then no page is added.
     with sqlite3.connect(cache() / "http.sqlite", isolation_level=None) as filler:

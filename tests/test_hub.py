@@ -427,8 +427,8 @@ def test_cache_info_clear_prune(fake_hub, capsys) -> None:
 def test_warm_runs_answer_from_the_digest_exactly_as_cold(fake_hub, tmp_path) -> None:
     """A pinned warm run reads the counts from `<sha>.digest.json`, never the 45 headers, and
     reports exactly what the cold run did; --save-snapshot from it still writes every header."""
-    from inspector.cache import snapshot_path
     from inspector.checkpoint import to_snapshot
+    from inspector.store import snapshot_path
 
     repo = fake_hub.repos[QWEN110]
     cold = inspect_model(QWEN110, revision=repo.sha)
@@ -445,7 +445,7 @@ def test_warm_runs_answer_from_the_digest_exactly_as_cold(fake_hub, tmp_path) ->
 def test_a_bad_or_foreign_digest_falls_back_to_the_snapshot(fake_hub, damage) -> None:
     import json
 
-    from inspector.cache import snapshot_path
+    from inspector.store import snapshot_path
 
     repo = fake_hub.repos[QWEN110]
     cold = inspect_model(QWEN110, revision=repo.sha)
@@ -670,10 +670,10 @@ def test_no_connection_is_opened_ahead_when_the_branch_last_pointed_at_a_saved_c
     import subprocess
     import sys
 
-    import inspector.cache
+    import inspector.store
 
     inspect_model("openai-community/gpt2")
-    ref = inspector.cache._ref_path("openai-community/gpt2", "main")
+    ref = inspector.store.ref_path("openai-community/gpt2", "main")
     os.utime(ref, (time.time() - 3600, time.time() - 3600))
     fake_hub.log.clear()
     fake_hub.connections.clear()
@@ -719,8 +719,8 @@ def test_the_saved_snapshot_holds_each_header_as_the_file_does(fake_hub) -> None
     tensor tables and JSON files."""
     import struct
 
-    from inspector.cache import snapshot_path
     from inspector.checkpoint import load_snapshot, to_snapshot
+    from inspector.store import snapshot_path
 
     repo = fake_hub.repos[QWEN110]
     cold = inspect_model(QWEN110, revision=repo.sha).checkpoint
@@ -743,7 +743,7 @@ def test_a_failed_read_leaves_no_snapshot_behind(fake_hub) -> None:
 
     from fakehub import Fault
 
-    from inspector.cache import snapshot_path
+    from inspector.store import snapshot_path
 
     repo = fake_hub.repos[QWEN110]
     shard = sorted(n for n in repo.files if n.endswith(".safetensors"))[7]
@@ -764,8 +764,9 @@ def test_a_large_index_is_kept_in_the_snapshot_not_the_local_http_cache(fake_hub
 
     from fakehub import VirtualFile
 
-    from inspector.cache import LOCAL_JSON_BYTES, build_sessions, snapshot_path
+    from inspector.cache import LOCAL_JSON_BYTES, build_sessions
     from inspector.checkpoint import SAFETENSORS_INDEX, load_snapshot
+    from inspector.store import snapshot_path
 
     repo = fake_hub.repos["deepseek-ai/DeepSeek-V3"]  # its snapshot has no index: one built from its headers
     weight_map = {}

@@ -38,8 +38,8 @@ def test_workers_count_and_read_exactly_as_this_process(fake_hub, monkeypatch, t
 
 
 def test_the_snapshot_a_worker_read_is_the_same(fake_hub, monkeypatch, tmp_path) -> None:
-    from inspector.cache import snapshot_path
     from inspector.checkpoint import load_snapshot
+    from inspector.store import snapshot_path
 
     sha = fake_hub.repos[MISTRAL].sha
     saved = []
