@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .connections import DEADLINE, configure, plain_session
 from .env import cache_dir, private_dir, private_file
 
 if TYPE_CHECKING:
@@ -103,16 +104,16 @@ def build_sessions(*, offline: bool = False, pool_size: int = 64,
                 time.sleep(0.25)
                 sessions = _build_sessions(offline=offline, pool_size=pool_size)
         except sqlite3.OperationalError as e:  # locked, read-only, I/O: not damage, never deleted
-            sessions = _uncached(pool_size, warn, e)
+            sessions = uncached(pool_size, warn, e)
         except sqlite3.DatabaseError:  # "file is not a database", malformed: damaged
             remove_database(cache_dir() / "http.sqlite")
             (warn or _ignore)(f"the HTTP cache at {cache_dir() / 'http.sqlite'} was damaged; rebuilt it empty")
             try:
                 sessions = _build_sessions(offline=offline, pool_size=pool_size)
             except (OSError, sqlite3.Error) as e:
-                sessions = _uncached(pool_size, warn, e)
+                sessions = uncached(pool_size, warn, e)
         except (OSError, sqlite3.Error) as e:
-            sessions = _uncached(pool_size, warn, e)
+            sessions = uncached(pool_size, warn, e)
         _SESSIONS[key] = sessions
         return sessions
 
@@ -146,7 +147,7 @@ def remove_database(db: Path) -> None:
 OPEN_WAIT_S = 2 * LOCK_WAIT_S + 1
 
 
-def _uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception) -> tuple[Any, Any]:
+def uncached(pool_size: int, warn: Callable[[str], None] | None, why: Exception) -> tuple[Any, Any]:
     """Plain sessions for a run whose cache cannot be written: slower, never wrong."""
     (warn or _ignore)(disk_warning(why))
     return plain_session(pool_size), plain_session(pool_size)
@@ -159,162 +160,6 @@ def disk_warning(why: BaseException) -> str:
              else "the Redis cache (HFMEM_REDIS_URL)")  # (the URL may hold a password: never shown)
     first = reason.splitlines()[0] if reason.strip() else type(why).__name__
     return f"cannot use {where} ({first}); running without it"
-
-
-def plain_session(pool_size: int) -> Any:
-    """A requests session with no cache, configured as the cached ones are."""
-    import requests
-
-    session = requests.Session()
-    _configure(session, pool_size)
-    return session
-
-
-class Watchdog:
-    """Cuts the connections of responses still open at a deadline (--timeout): a server that
-    trickles a body (a byte every few seconds) never trips a per-read timeout. One timer thread
-    per deadline, however many responses it watches."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self._live: set[Callable[[], None]] = set()
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._fired = False
-
-    def watch(self, shutdown: Callable[[], None]) -> None:
-        import time
-
-        with self._lock:
-            if not self._fired:
-                self._live.add(shutdown)
-                if self._timer is None:
-                    self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._fire)
-                    self._timer.daemon = True
-                    self._timer.start()
-                return
-        _quietly(shutdown)  # already past the deadline
-
-    def release(self, shutdown: Callable[[], None]) -> None:
-        with self._lock:
-            self._live.discard(shutdown)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self._fired = True
-            live, self._live = list(self._live), set()
-        for shutdown in live:
-            _quietly(shutdown)
-
-
-#: Per thread: the Watchdog of the request being sent, and the responses it watches (hub sets it).
-DEADLINE = threading.local()
-
-
-_ADAPTERS: dict[int, Any] = {}
-_ADAPTER_LOCK = threading.Lock()  # (not _BUILD_LOCK: sessions are configured while it is held)
-
-
-def _shared_adapter(pool_size: int) -> Any:
-    with _ADAPTER_LOCK:
-        if pool_size not in _ADAPTERS:
-            _ADAPTERS[pool_size] = _deadline_adapter(pool_size)
-        return _ADAPTERS[pool_size]
-
-
-def _deadline_adapter(pool_size: int) -> Any:
-    from requests.adapters import HTTPAdapter
-
-    class DeadlineAdapter(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            response = super().send(request, *args, **kwargs)
-            watchdog = getattr(DEADLINE, "watchdog", None)
-            shutdown = getattr(response.raw, "shutdown", None)  # urllib3 >= 2.3
-            if watchdog is not None and shutdown is not None:
-                watchdog.watch(shutdown)
-                DEADLINE.watched.append(shutdown)
-            return response
-
-        # HTTPS pools share one SSL context per CA bundle (`tls_context`), in place of the bundle's
-        # path, which urllib3 reads again for each new connection.
-        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
-            host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-            if host_params.get("scheme") == "https" and verify is not False:
-                pool_kwargs.pop("ca_certs", None)
-                pool_kwargs.pop("ca_cert_dir", None)
-                pool_kwargs["ssl_context"] = tls_context(verify)
-            return host_params, pool_kwargs
-
-        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-            super().cert_verify(conn, url, verify, cert)  # (checks the bundle exists; sets its path)
-            # The shared context holds the bundle already; but an https:// proxy's own certificate
-            # is checked against the pool's bundle path (urllib3 has no context of ours for it),
-            # so such a pool keeps the path, and reads the bundle for each connection.
-            proxy = getattr(conn, "proxy", None)
-            if (verify is not False and getattr(conn, "conn_kw", {}).get("ssl_context") is not None
-                    and getattr(proxy, "scheme", None) != "https"):
-                conn.ca_certs = conn.ca_cert_dir = None
-
-    # (room beside the header reads for the JSON files' threads and the revision call, our policy: a
-    # connection returned to a full pool is closed, and the next request pays a new one's handshakes;
-    # and pools for the Hub, its CDN hosts and a mirror at once, for every session of the process)
-    return DeadlineAdapter(pool_connections=16, pool_maxsize=pool_size + 8)
-
-
-_TLS_CONTEXTS: dict[Any, Any] = {}
-_TLS_LOCK = threading.Lock()
-
-
-def tls_context(verify: bool | str) -> Any:
-    """The SSL context of every HTTPS connection that trusts `verify` (True: requests' default
-    bundle, certifi's; else a bundle file or folder), its certificates read once per process.
-    requests hands urllib3 the bundle's path, and urllib3 then reads and parses it for each new
-    connection: certifi's 230 KB took 20-40 ms of CPU every time, 4-5 s of a 45-shard model's ~90
-    connections (bench/RESULTS.md). Verification is unchanged: certificates and host names both."""
-    with _TLS_LOCK:
-        if verify not in _TLS_CONTEXTS:
-            import ssl
-
-            from requests.utils import DEFAULT_CA_BUNDLE_PATH
-            from urllib3.util.ssl_ import create_urllib3_context
-
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            where = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
-            try:
-                if os.path.isdir(where):
-                    context.load_verify_locations(capath=where)
-                else:
-                    context.load_verify_locations(cafile=where)
-            except (OSError, ssl.SSLError) as e:  # (ssl.SSLError: not PEM certificates)
-                from .errors import UsageError
-
-                named = "" if verify is True else " (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE)"
-                raise UsageError(f"cannot read the CA bundle {where}{named}: {e.strerror or e}") from None
-            _TLS_CONTEXTS[verify] = context
-        return _TLS_CONTEXTS[verify]
-
-
-def _quietly(shutdown: Callable[[], None]) -> None:
-    try:
-        shutdown()
-    except Exception:  # the response may already be closed
-        pass
-
-
-def _configure(session: Any, pool_size: int) -> None:
-    """One connection per request in flight (not urllib3's pool of 10 per host), and the
-    environment read once: with `trust_env` requests rescans os.environ for proxies and stats
-    ~/.netrc on every request, a third of its CPU time over DeepSeek-V3's 329 requests. The Hub
-    client passes each host's proxies itself (HubClient.proxies_for); CA bundles are read here.
-
-    Every session of the process shares one adapter, so one pool of connections per host: the
-    revision call's connection, and those opened while it was in flight (HubClient.warm), then
-    carry the JSON files (cached session) and the redirects and header reads (plain session)."""
-    adapter = _shared_adapter(pool_size)
-    for scheme in ("http://", "https://"):
-        session.mount(scheme, adapter)
-    session.trust_env = False  # also: a ~/.netrc password is never sent to the Hub or its CDN
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session, requests.Session]:
@@ -357,9 +202,9 @@ def _build_sessions(*, offline: bool, pool_size: int) -> tuple[requests.Session,
     else:
         ranged = plain_session(pool_size)
     meta.settings.only_if_cached = offline
-    _configure(meta, pool_size)
+    configure(meta, pool_size)
     if hasattr(ranged, "settings"):
-        _configure(ranged, pool_size)
+        configure(ranged, pool_size)
     return meta, ranged
 
 

@@ -44,15 +44,17 @@ def _release_process_wide_connections() -> None:
     folder (their SQLite files) and the shared adapters' pools (their sockets). A CLI run is one
     process; the suite is one process for 500 tests, whose leftovers reached 930 open descriptors
     (and the fake proxy's select() failed past 1024)."""
-    cache = sys.modules.get("inspector.cache")
-    if cache is None:
-        return
-    with cache._BUILD_LOCK:
-        sessions = [s for pair in cache._SESSIONS.values() for s in pair]
-        cache._SESSIONS.clear()
-    with cache._ADAPTER_LOCK:
-        adapters = list(cache._ADAPTERS.values())
-        cache._ADAPTERS.clear()
+    cache, connections = sys.modules.get("inspector.cache"), sys.modules.get("inspector.connections")
+    sessions: list = []
+    adapters: list = []
+    if cache is not None:
+        with cache._BUILD_LOCK:
+            sessions = [s for pair in cache._SESSIONS.values() for s in pair]
+            cache._SESSIONS.clear()
+    if connections is not None:
+        with connections._ADAPTER_LOCK:
+            adapters = list(connections._ADAPTERS.values())
+            connections._ADAPTERS.clear()
     for closeable in (*sessions, *adapters):
         try:
             closeable.close()

@@ -406,7 +406,7 @@ def test_a_nested_gzip_bomb_is_refused_within_the_body_limit(fake_hub, capsys, m
 
     bomb = _gzip_bomb(256)
     assert len(bomb) < 64 * 1024
-    monkeypatch.setattr("inspector.hub.MAX_JSON_BYTES", 4 << 20)  # (the limit, lowered to keep this test small)
+    monkeypatch.setattr("inspector.bodies.MAX_JSON_BYTES", 4 << 20)  # (the limit, lowered to keep this test small)
 
     def compress(role, p, status, headers, body):
         if path in p and status in (200, 206):

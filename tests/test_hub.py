@@ -141,7 +141,7 @@ def test_a_warm_connection_is_kept_only_if_the_server_sent_nothing_but_tickets(t
 
     from fakehub import CA_BUNDLE, CERTS
 
-    from inspector.hub import _read_session_tickets
+    from inspector.connections import read_session_tickets
 
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(CERTS / "fakehub.pem", CERTS / "fakehub-key.pem")
@@ -163,7 +163,7 @@ def test_a_warm_connection_is_kept_only_if_the_server_sent_nothing_but_tickets(t
                                           server_hostname="127.0.0.1") as sock:
         assert sock.version() == "TLSv1.3"
         time.sleep(0.2)  # (whatever the server sends after the handshake has arrived)
-        assert _read_session_tickets(sock, 0.5) is usable
+        assert read_session_tickets(sock, 0.5) is usable
         if usable:
             assert not select.select([sock], [], [], 0)[0]  # nothing left unread: not taken for closed
         done.set()
@@ -489,8 +489,8 @@ def test_proxies_come_from_the_environment_once_per_host(monkeypatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "cdn.example")
     client = HubClient(token=None, base="https://hub.example")
-    assert client.proxies_for("https://hub.example/api/models/x")["https"] == "http://proxy.example:3128"
-    assert client.proxies_for("https://cdn.example/file") == {}  # NO_PROXY
+    assert client.connections.proxies_for("https://hub.example/api/models/x")["https"] == "http://proxy.example:3128"
+    assert client.connections.proxies_for("https://cdn.example/file") == {}  # NO_PROXY
     assert client.meta_session.trust_env is False and client.range_session.trust_env is False
 
 
@@ -570,7 +570,7 @@ def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeyp
     import requests.utils
     from fakehub import CA_BUNDLE
 
-    import inspector.cache
+    import inspector.connections
 
     bundle = tmp_path / "bundle.pem"  # certifi's certificates and the test CA, as a company's bundle is
     bundle.write_bytes(Path(requests.utils.DEFAULT_CA_BUNDLE_PATH).read_bytes() + CA_BUNDLE.read_bytes())
@@ -579,7 +579,7 @@ def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeyp
         monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", str(bundle))
     else:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    monkeypatch.setattr(inspector.cache, "_TLS_CONTEXTS", {}, raising=False)
+    monkeypatch.setattr(inspector.connections, "_TLS_CONTEXTS", {}, raising=False)
     loads = []
     original = ssl.SSLContext.load_verify_locations
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations",
@@ -589,9 +589,9 @@ def test_the_ca_bundle_is_read_once_for_all_connections(tls_hub, capsys, monkeyp
 
 
 def test_an_unreadable_ca_bundle_is_a_one_line_usage_error(tls_hub, capsys, monkeypatch, tmp_path) -> None:
-    import inspector.cache
+    import inspector.connections
 
-    monkeypatch.setattr(inspector.cache, "_TLS_CONTEXTS", {}, raising=False)
+    monkeypatch.setattr(inspector.connections, "_TLS_CONTEXTS", {}, raising=False)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
     assert run([QWEN110, "--json", "-q"]) == 2
     out, err = capsys.readouterr()
