@@ -107,7 +107,7 @@ def read_checkpoint(
         from .local import read_local
 
         return read_local(source)
-    from .hub import read_hub
+    from .reader import read_hub
 
     return read_hub(source, token=token, offline=offline, refresh=refresh, progress=progress, deadline=deadline)
 

@@ -260,7 +260,7 @@ def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: S
         if done:
             done()
 
-    from .hub import stopping_executor
+    from .threads import stopping_executor
 
     with stopping_executor(max(1, min(workers, len(wanted) or 1))) as pool:
         list(pool.map(load, sorted(wanted, key=lambda k: (k[0], k[1] or ""))))

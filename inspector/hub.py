@@ -17,49 +17,26 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from .cache import BRANCH_TTL_S
-from .checkpoint import (
-    METADATA_FILES,
-    Checkpoint,
-    load_config_json,
-    plan_weights,
-    quantization_config,
-    shards_from_index,
-)
 from .env import (
     endpoint,
-    env_int,
-    offline_requested,
-    resolve_token,
 )
 from .errors import (
     AuthError,
     EntryNotFound,
     GatedRepo,
     NetworkError,
-    OfflineMiss,
     RepoNotFound,
     RevisionNotFound,
 )
-from .header import PREFIX_BYTES, Header, LazyHeaders, parse_header, read_length_prefix
-from .source import Source
-from .store import commit_snapshot, from_hf_cache, load_saved, snapshot_writer, with_warnings
-from .transport import DEFAULT_CONCURRENCY, Response, Transport, checked_url, redirect_target
+from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
+from .transport import Response, Transport, checked_url, redirect_target
 
 if TYPE_CHECKING:
 
-    from .checkpoint import SnapshotWriter
-    from .params import CountContext, FileTally
-    from .workers import Parsed
+    pass
 
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
@@ -67,9 +44,6 @@ SPECULATIVE_HEADER_BYTES = 64 * 1024
 
 #: The tree API's pages followed at most (1000 files a page on the Hub): a million files, our policy.
 MAX_TREE_PAGES = 1000
-#: How long past the --timeout deadline a wait on a stuck thread or worker lasts before the read
-#: gives up on it (its request is cut at the deadline; this covers the cut's own round). Our policy.
-DEADLINE_SLACK_S = 2.0
 #: Sizes and byte positions from a server above this (2**63 - 1) are malformed, not a file.
 MAX_FILE_BYTES = 2**63 - 1
 #: Connections to the Hub opened while the revision call is in flight, beside its own: the second
@@ -301,291 +275,5 @@ def predict_header_bytes(tensor_names: list[str]) -> int:
     of length prefix. Slightly generous so a second read is rare.
     """
     return PREFIX_BYTES + 128 + sum(len(n) + 90 for n in tensor_names)
-
-
-def read_hub(source: Source, *, token: str | bool | None = None, offline: bool | None = None,
-             refresh: bool = False, concurrency: int | None = None,
-             progress: Callable[[int, int], None] | None = None, deadline: float | None = None) -> Checkpoint:
-    """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible."""
-    from . import store
-
-    assert source.repo_id is not None
-    repo_id = source.repo_id
-    revision = source.revision or "main"
-    offline = offline_requested() if offline is None else offline
-    warnings: list[str] = []
-
-    # The repo id is checked by huggingface_hub (`validate_repo_id`, whose import is a fifth of a
-    # warm run) after the saved snapshots are looked for: one found was saved for an id checked
-    # then. An id that could name a path outside the cache is checked before.
-    from .source import validate_repo_id
-
-    if not store.is_folder_name(repo_id):
-        validate_repo_id(repo_id)
-    # 0. Pinned to a sha we have read before: the saved snapshot answers with no request at all.
-    pinned = revision if SHA_RE.match(revision) else None
-    if offline and not pinned:
-        pinned = store.load_ref(repo_id, revision)
-        if pinned:
-            warnings.append(f"offline: using {revision} as last resolved ({pinned[:12]}); it may be stale")
-    if pinned and not refresh and not source.filename:
-        saved = load_saved(repo_id, pinned, revision, warnings)
-        if saved is not None:
-            return with_warnings(saved, warnings)
-    if not pinned and not offline and not refresh and not source.filename:
-        # A branch resolved within BRANCH_TTL_S, whose commit we have read: no request at all (and
-        # no HTTP library imported).
-        recent = store.load_ref(repo_id, revision, max_age_s=BRANCH_TTL_S)
-        saved = load_saved(repo_id, recent, revision, warnings) if recent else None
-        if saved is not None:
-            return with_warnings(saved, warnings)
-    validate_repo_id(repo_id)  # before the HF cache, and before the Hub
-    if offline:
-        local = from_hf_cache(repo_id, revision)
-        if local is not None:
-            return local
-        if not pinned:
-            raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
-
-    from .workers import Parsed, WorkerPool, configured_workers, parse_shard
-
-    workers = max(1, concurrency or env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
-    client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
-                       deadline=deadline)
-    warnings += client.warnings
-    # 1. sha and file list
-    # A branch still pointing at a commit we have read needs no second layer: no connection is
-    # opened for one when the branch last pointed at such a commit (most runs past BRANCH_TTL_S).
-    last = None if pinned or refresh or source.filename else store.load_ref(repo_id, revision)
-    sha, files = client.revision_info(repo_id, pinned or revision,
-                                      warm=not (last and store.snapshot_path(repo_id, last).is_file()))
-    if not pinned:
-        store.save_ref(repo_id, revision, sha)  # (the revision call is never answered from the cache)
-        # A branch that still points at a commit we have read: nothing more to fetch.
-        if not refresh and not source.filename:
-            saved = load_saved(repo_id, sha, revision, warnings)
-            if saved is not None:
-                return with_warnings(saved, warnings)
-    if source.filename:
-        if source.filename not in files:
-            raise EntryNotFound(f"{repo_id} has no file {source.filename!r} at {revision}")
-        listing = {source.filename: files[source.filename]}
-        plan = plan_weights(listing)
-        wanted_json = [n for n in METADATA_FILES if n in files]
-    else:
-        listing = dict(files)
-        plan = plan_weights(listing)
-        wanted_json = [n for n in (*METADATA_FILES, plan.index_file) if n and n in files]
-
-    # The commit's snapshot is written as the headers arrive, and put in place once everything is
-    # read and valid. Headers are parsed in one parsing thread or, for a model of more than one wave
-    # of shards, in worker processes (inspector/workers.py), while the request threads go on.
-    with (snapshot_writer(repo_id, revision, sha, warnings) if not source.filename else nullcontext()) as snapshot, \
-            stopping_executor(1, deadline) as parser, WorkerPool(deadline) as processes:
-        # The JSON files, and the tasks that parse them, have threads of their own beside the shard
-        # readers': on a reader thread, a JSON read put that thread's chain of shards one round trip
-        # behind the others, and DeepSeek-V3's 163 shards over 64 threads took 8 layers, not 7.
-        with stopping_executor(len(wanted_json) + 2, deadline) as meta, \
-                stopping_executor(max(1, workers), deadline) as pool:
-            # 2. every small JSON file at once
-            json_futures: dict[str, Future[bytes]] = {
-                n: meta.submit(client.read_file, repo_id, sha, n) for n in wanted_json
-            }
-            json_files: dict[str, Any] = {}
-            headers = LazyHeaders()
-            tallies: dict[str, FileTally] = {}
-            sizes: dict[str, int | None] = {}
-            grouped: Future[dict[str, list[str]]] | None = None
-            if plan.format == "safetensors":
-                candidates = list(plan.files) or [
-                    n for n in listing if n.endswith(".safetensors") and "/" not in n
-                ]
-                # The index is parsed and grouped by shard once, by whichever shard task needs it
-                # first; it was submitted first, so no task waits on one that cannot start. Worker
-                # processes start once it is read (by its shard and tensor counts; without an index,
-                # by the listing's), a round trip before the first header arrives: not beside the
-                # second layer's requests, whose sending they would slow down (~0.1 s of CPU each).
-                if plan.index_file and plan.index_file in json_futures:
-                    def group() -> dict[str, list[str]]:
-                        assert plan.index_file is not None
-                        by_shard = _tensors_by_shard(json_futures[plan.index_file], plan.index_file, json_files)
-                        wanted = configured_workers(len(by_shard), sum(map(len, by_shard.values())))
-                        if wanted:  # started by the parsing thread, idle until headers arrive: every
-                            parser.submit(processes.start, wanted)  # shard task waits on this one
-                        return by_shard
-
-                    grouped = meta.submit(group)
-                else:
-                    parser.submit(processes.start, configured_workers(len(candidates)))
-
-                # How tensors count depends on config.json (and a quantization config): known by the
-                # time the first header arrives, so each shard is tallied as it arrives, in the time
-                # other reads are in flight, not all 92,000 tensors of DeepSeek-V3 after the last one.
-                context = meta.submit(_count_context, json_futures, json_files)
-
-                failed = threading.Event()
-
-                def shard_task(name: str) -> tuple[bytes, Future[Parsed]] | None:
-                    # Once one shard has failed the read is over: a thread that picks up the next
-                    # shard before the failure reaches this thread (and cancels the queue) sends
-                    # nothing. (The failed shard's future still holds its error, raised below.)
-                    if failed.is_set():
-                        return None
-                    try:
-                        return read_one_shard(name)
-                    except BaseException:
-                        failed.set()
-                        raise
-
-                def read_one_shard(name: str) -> tuple[bytes, Future[Parsed]] | None:
-                    # The redirect needs only the name, so it travels beside config.json and the index;
-                    # the CDN read waits for the index, which sizes it. The bytes are handed to the
-                    # parsing thread or a worker process, and this thread goes on to its next request
-                    # at once. (Parsing in the request thread itself, each wave of 64 DeepSeek-V3
-                    # shards queued ~0.3 s of CPU before any thread sent its next request.)
-                    located = client.locate(repo_id, sha, name)
-                    predicted = SPECULATIVE_HEADER_BYTES
-                    if grouped is not None:
-                        names = grouped.result().get(name)
-                        if not names:
-                            return None  # a .safetensors file the index does not use
-                        predicted = predict_header_bytes(names)
-                    data, file_bytes = client.header_bytes(repo_id, sha, name, predicted, located)
-                    if processes.started:
-                        return data, processes.submit(name, data, file_bytes, context.result())
-                    return data, parser.submit(parse_shard, name, data, file_bytes, context.result())
-
-                shard_futures = {n: pool.submit(shard_task, n) for n in candidates}
-                done = 0
-                for name, fut in shard_futures.items():
-                    task = _result(fut, deadline, repo_id)
-                    if task is not None:
-                        data, parsing = task
-                        parsed = processes.wait(parsing)
-                        _keep(headers, snapshot, name, parsed, data)
-                        sizes[name] = parsed.file_bytes
-                        if parsed.tally is not None:
-                            tallies[name] = parsed.tally
-                    done += 1
-                    if progress:
-                        progress(done, len(shard_futures))
-            if grouped is not None:
-                _result(grouped, deadline, repo_id)  # the index, parsed by the grouping task (its error shows here)
-            for name, json_fut in json_futures.items():
-                if name not in json_files:
-                    json_files[name] = load_config_json(_result(json_fut, deadline, repo_id), name)
-            json_files = {n: json_files[n] for n in json_futures}  # in a stable order
-            if plan.format == "safetensors" and plan.index_file:
-                # A shard the index names but whose name the file list did not suggest: read it now.
-                index = json_files[plan.index_file]
-                extra = [s for s in shards_from_index(index, plan.index_file) if s not in headers]
-                for s in extra:
-                    if s not in files:
-                        raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
-                def read_extra(shard: str) -> Header:
-                    return client.read_header(repo_id, sha, shard, SPECULATIVE_HEADER_BYTES)
-
-                for s, h in zip(extra, pool.map(read_extra, extra), strict=True):
-                    _keep(headers, snapshot, s, Parsed(h.header_bytes, h.file_bytes, None, h))
-                    sizes[s] = h.file_bytes
-
-        for name, file_bytes in sizes.items():
-            listing[name] = file_bytes if file_bytes is not None else listing.get(name)
-        cp = Checkpoint(
-            name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
-            files=listing,
-            json_files=json_files,
-            headers=headers,
-            plan=plan,
-            repo_id=repo_id,
-            revision=revision,
-            sha=sha,
-            warnings=tuple(dict.fromkeys([*warnings, *client.warnings])),
-            tallies=tallies,
-        )
-        _ = cp.weight_files  # validates the index before anything is saved
-        cp = commit_snapshot(cp, snapshot, {n: f.result() for n, f in json_futures.items()})
-    return cp
-
-
-@contextmanager
-def stopping_executor(max_workers: int, deadline: float | None = None) -> Iterator[ThreadPoolExecutor]:
-    """A thread pool whose block, when it fails, cancels the tasks not yet started: a failed read
-    ends once the requests in flight do, not after every other shard of the model was read (as
-    `with ThreadPoolExecutor` would), and Ctrl-C leaves it at once, without waiting for those. (The
-    CLI then exits at once; in a library caller's process they end by their own timeouts.)"""
-    pool = ThreadPoolExecutor(max_workers=max_workers)
-    try:
-        yield pool
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    except BaseException:
-        # Past the deadline a thread still running (stuck where no timeout reaches) is not waited for.
-        late = deadline is not None and time.monotonic() >= deadline
-        pool.shutdown(wait=not late, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _result(future: Future[Any], deadline: float | None, what: str) -> Any:
-    """A future's result, waited for until the deadline and DEADLINE_SLACK_S more at most: every
-    request is cut at the deadline, so a task still running then is stuck (a DNS lookup, a lock)."""
-    if deadline is None:
-        return future.result()
-    from concurrent.futures import TimeoutError as FutureTimeout  # (3.10: not the builtin)
-
-    try:
-        return future.result(timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK_S)
-    except FutureTimeout:
-        raise NetworkError(f"{what}: gave up at the --timeout deadline (a read did not end)") from None
-
-
-def _tensors_by_shard(index_bytes: Future[bytes], index_file: str, parsed: dict[str, Any]) -> dict[str, list[str]]:
-    """The index's tensor names by shard; the parsed index is left in `parsed` (parsed once)."""
-    index = parsed[index_file] = load_config_json(index_bytes.result(), index_file)
-    by_shard: dict[str, list[str]] = {}
-    weight_map = index.get("weight_map")
-    for tensor, shard in (weight_map.items() if isinstance(weight_map, dict) else ()):
-        by_shard.setdefault(str(shard), []).append(str(tensor))
-    return by_shard
-
-
-def _count_context(json_futures: Mapping[str, Future[bytes]], parsed: dict[str, Any]) -> CountContext | None:
-    """The counting context from config.json and any quantization config; None when one of them
-    cannot be read (its error is raised where the files are parsed, and nothing is tallied early)."""
-    from .params import count_context
-
-    try:
-        for name in METADATA_FILES:
-            if name in json_futures:
-                parsed[name] = load_config_json(json_futures[name].result(), name)
-        config = parsed.get("config.json")
-        return count_context(config if isinstance(config, dict) else {}, quantization_config(parsed))
-    except Exception:  # noqa: BLE001 - raised again, in its place, when the files are parsed
-        return None
-
-
-def _keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,
-          data: bytes = b"") -> None:
-    """Keep a parsed shard's header: written to the snapshot being saved (as the file holds it; an
-    unwritable cache only costs speed), and in `headers`, as the Header when it was parsed here, else
-    as its bytes (`data`, parsed here again only if asked for)."""
-    h = parsed.header
-    if snapshot is not None and not snapshot.failed:
-        text = h.raw if h is not None and h.raw is not None else None
-        if text is None and data:
-            text = data[PREFIX_BYTES : PREFIX_BYTES + parsed.header_bytes]
-        try:
-            if text is not None:
-                snapshot.add_text(name, parsed.header_bytes, text)
-            elif h is not None:
-                snapshot.add(name, h)
-        except OSError:
-            pass
-    if h is not None:
-        headers.add(name, replace(h, raw=None) if h.raw is not None else h)
-    else:
-        headers.add_bytes(name, data, parsed.file_bytes)
 
 

@@ -28,7 +28,7 @@ LLAMA2 = "meta-llama/Llama-2-7b-hf"  # gated on the fake Hub, as on the real one
 @pytest.fixture
 def no_backoff(monkeypatch):
     """Retries without their pauses, so a test of four tries takes no seconds."""
-    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("inspector.transport.time.sleep", lambda s: None)
 
 
 def exact(capsys, args: list[str]) -> dict:
@@ -476,7 +476,7 @@ def test_malformed_or_foreign_redirect_targets_are_refused_not_followed(fake_hub
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e308", "9" * 400])
 def test_any_retry_after_is_a_bounded_pause(fake_hub, baseline, capsys, monkeypatch, value) -> None:
     pauses: list[float] = []
-    monkeypatch.setattr("inspector.hub.time.sleep", pauses.append)
+    monkeypatch.setattr("inspector.transport.time.sleep", pauses.append)
     fake_hub.fail_next.append((429, {"Retry-After": value}))
     assert exact(capsys, [GPT2]) == baseline[GPT2]
     assert pauses and all(0 <= p <= 10 for p in pauses)  # (nan compares false with everything)

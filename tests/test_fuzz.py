@@ -890,7 +890,7 @@ LINK = st.one_of(st.none(), st.sampled_from(['<{page}>; rel="next"', "<http://[:
 def test_the_hubs_json_answers_end_in_a_documented_exit(fake_hub, capsys, monkeypatch, answer, tree, link) -> None:
     from inspector.cli import run
 
-    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("inspector.transport.time.sleep", lambda s: None)
 
     def hostile(role, path, status, headers, body):
         if "/api/models/" not in path:

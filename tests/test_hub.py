@@ -119,7 +119,7 @@ def test_the_second_layers_connections_are_opened_during_the_first(tls, monkeypa
 def test_a_read_goes_on_when_no_thread_can_be_started_to_open_connections(fake_hub, monkeypatch) -> None:
     """Opening connections ahead only saves time: when the process can start no more threads for it
     (RuntimeError), the connections taken go back to the pool and the read goes on without them."""
-    import inspector.hub
+    import inspector.connections
 
     class NoWarmThread(threading.Thread):
         def start(self) -> None:
@@ -127,7 +127,7 @@ def test_a_read_goes_on_when_no_thread_can_be_started_to_open_connections(fake_h
                 raise RuntimeError("can't start new thread")
             super().start()
 
-    monkeypatch.setattr(inspector.hub.threading, "Thread", NoWarmThread)
+    monkeypatch.setattr(inspector.connections.threading, "Thread", NoWarmThread)
     assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
 
 
@@ -292,7 +292,7 @@ def test_unreachable_hub_exits_7(monkeypatch, capsys) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: connection refused
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("inspector.transport.time.sleep", lambda s: None)
     assert run(["openai-community/gpt2"]) == 7
     assert "unreachable" in capsys.readouterr().err
 
@@ -313,7 +313,7 @@ def test_hung_server_is_abandoned_within_the_timeout(monkeypatch) -> None:
     threading.Thread(target=accept, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
-    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("inspector.transport.time.sleep", lambda s: None)
     start = time.monotonic()
     with pytest.raises(NetworkError, match="timed out"):
         inspect_model("openai-community/gpt2")
@@ -325,14 +325,14 @@ def test_hung_server_is_abandoned_within_the_timeout(monkeypatch) -> None:
 
 def test_retries_5xx_and_429_with_retry_after(fake_hub, monkeypatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("inspector.hub.time.sleep", slept.append)
+    monkeypatch.setattr("inspector.transport.time.sleep", slept.append)
     fake_hub.fail_next += [(503, {}), (429, {"Retry-After": "2"})]
     assert inspect_model("openai-community/gpt2").parameters.total_params == 124_439_808
     assert 2.0 in slept
 
 
 def test_retries_are_bounded(fake_hub, monkeypatch, capsys) -> None:
-    monkeypatch.setattr("inspector.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("inspector.transport.time.sleep", lambda s: None)
     fake_hub.fail_next += [(502, {})] * 10
     assert run(["openai-community/gpt2"]) == 7
     assert "HTTP 502" in capsys.readouterr().err
@@ -541,7 +541,7 @@ def test_https_through_a_proxys_connect_tunnels(tls_hub, capsys, monkeypatch, pr
     """HTTPS_PROXY, as behind a company's proxy: every connection to the Hub and its CDN is a CONNECT
     tunnel, inside which TLS is verified against the host's own certificate. Nothing reaches the
     proxy that it cannot read as a request (a connection opened ahead of its request would send it
-    a TLS handshake: hub.HubClient.warm opens none through a proxy). An https:// proxy's own
+    a TLS handshake: connections.Connections.warm opens none through a proxy). An https:// proxy's own
     certificate is checked against REQUESTS_CA_BUNDLE too (a company's proxy, a company's CA)."""
     import json
 
