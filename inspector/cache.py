@@ -389,15 +389,8 @@ def _json_serializer() -> Any:
 # --- refs and snapshots: what lets a warm or offline run skip the network --------------------
 
 
-# --- `hfmem cache info|clear|prune` ----------------------------------------------------------
-# Only hfmem's own names are ever deleted, and never through a symlink (one is removed as a link):
-# HFMEM_CACHE_DIR may name a folder by mistake (`~/.cache`), which is then refused whole (issue 16).
-
-
 def close_sessions(root: Path) -> None:
     with _BUILD_LOCK:
         for key in [k for k in _SESSIONS if k[0] == str(root)]:
             for session in _SESSIONS.pop(key):
                 session.close()
-
-

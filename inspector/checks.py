@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ExitCode, HfmemError, UsageError
+from .errors import ConfigError, EntryError, ExitCode, HfmemError, InternalError, UsageError
 from .estimate import AUTO_MAX_MODEL_LEN, Assumptions, Precision, Settings, resolve_context
 from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
@@ -122,10 +122,6 @@ def overall_exit_code(results: Sequence[CheckResult]) -> int:
 
 
 # --- the models file ---------------------------------------------------------------------------
-
-
-class EntryError(UsageError):
-    """A malformed [[model]] entry, reported by its position and id."""
 
 
 def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = DEFAULT_KEYS) -> dict[str, Any]:
@@ -281,12 +277,6 @@ def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: S
             err = _internal(e)
             results.append(CheckResult(entry, i, error=str(err), error_code=int(err.exit_code)))
     return results
-
-
-class InternalError(HfmemError):
-    """A bug met while checking one entry; the others still get their answers."""
-
-    exit_code = ExitCode.INTERNAL
 
 
 def _internal(e: Exception) -> HfmemError:

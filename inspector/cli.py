@@ -483,7 +483,7 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
     """Where the cache is and what it holds."""
     import json
 
-    from .store import cache_info
+    from .housekeeping import cache_info
 
     info = cache_info()
     if json_:
@@ -506,7 +506,7 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 def cache_clear_cmd(quiet: QuietOpt = False) -> None:
     """Delete everything hfmem cached (only the files it writes; a folder holding others is refused)."""
     from .env import cache_dir
-    from .store import clear_cache
+    from .housekeeping import clear_cache
 
     freed = clear_cache()
     _hint(f"removed hfmem's files from {cache_dir()} ({freed:,} bytes)", quiet)
@@ -521,7 +521,7 @@ def cache_prune_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Drop expired HTTP answers, snapshots not used for a while and leftover temporary files."""
-    from .store import prune_cache
+    from .housekeeping import prune_cache
 
     freed = prune_cache(older_than)
     _hint(f"freed {freed:,} bytes", quiet)
@@ -580,7 +580,7 @@ def run(args: list[str] | None = None) -> int:
         return _fail(str(e), int(e.exit_code))
     except KeyboardInterrupt:
         sys.stderr.write("hfmem: interrupted\n")
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return 0
     except Exception as e:  # a bug: say so, without a traceback full of locals

@@ -4,7 +4,9 @@ Every error a user can cause derives from `HfmemError` and carries a one-line, a
 `cli.main()` turns it into that line on stderr and its `exit_code`. Anything else is a bug (exit 1).
 
     HfmemError
+    ├── InternalError         a bug met while checking one entry of a models file (1)
     ├── UsageError            bad argument that the CLI parser could not catch (2)
+    │   └── EntryError        a malformed [[model]] entry of a models file
     ├── NotFoundError         (4)
     │   ├── RepoNotFound
     │   ├── RevisionNotFound
@@ -42,6 +44,7 @@ class ExitCode(IntEnum):
     BAD_DATA = 6
     NETWORK = 7
     OFFLINE_MISS = 8
+    INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT (128 + 2)
 
 
 class HfmemError(Exception):
@@ -58,6 +61,16 @@ class UsageError(HfmemError):
     """A bad argument: a malformed repo id, a revision given twice, an unreadable option value."""
 
     exit_code = ExitCode.USAGE
+
+
+class EntryError(UsageError):
+    """A malformed [[model]] entry of a models file, reported by its position and id."""
+
+
+class InternalError(HfmemError):
+    """A bug met while checking one entry of a models file; the others still get their answers."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 class NotFoundError(HfmemError):

@@ -1,4 +1,4 @@
-"""The only module that builds a Hub URL or sends a request.
+"""The Hub protocol: the only module that builds a Hub URL (requests go out through `transport`).
 
 Round trips, in layers (each waits only on the one before):
   1. the revision API: the commit sha and the file list (tree API, paginated, if the answer has no
