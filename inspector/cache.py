@@ -386,8 +386,6 @@ def _json_serializer() -> Any:
                               name="json", is_binary=False)
 
 
-# --- refs and snapshots: what lets a warm or offline run skip the network --------------------
-
 
 def close_sessions(root: Path) -> None:
     with _BUILD_LOCK:

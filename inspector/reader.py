@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import hub, store
@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .env import env_int, offline_requested, resolve_token
 from .errors import EntryNotFound, NetworkError, OfflineMiss
-from .header import PREFIX_BYTES, Header, LazyHeaders
+from .header import Header, LazyHeaders
 from .hub import SHA_RE, HubClient, predict_header_bytes
 from .source import Source
 from .threads import stopping_executor
@@ -208,7 +208,7 @@ def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, 
                     if task is not None:
                         data, parsing = task
                         parsed = processes.wait(parsing)
-                        keep(read.headers, snapshot, name, parsed, data)
+                        store.keep_header(read.headers, snapshot, name, parsed, data)
                         read.sizes[name] = parsed.file_bytes
                         if parsed.tally is not None:
                             read.tallies[name] = parsed.tally
@@ -233,7 +233,7 @@ def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, 
                     return client.read_header(repo_id, sha, shard, hub.SPECULATIVE_HEADER_BYTES)
 
                 for s, h in zip(extra, pool.map(read_extra, extra), strict=True):
-                    keep(read.headers, snapshot, s, Parsed(h.header_bytes, h.file_bytes, None, h))
+                    store.keep_header(read.headers, snapshot, s, Parsed(h.header_bytes, h.file_bytes, None, h))
                     read.sizes[s] = h.file_bytes
     return read
 
@@ -379,24 +379,3 @@ def _count_context(json_futures: Mapping[str, Future[bytes]], parsed: dict[str, 
         return None
 
 
-def keep(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,
-         data: bytes = b"") -> None:
-    """Keep a parsed shard's header: written to the snapshot being saved (as the file holds it; an
-    unwritable cache only costs speed), and in `headers`, as the Header when it was parsed here, else
-    as its bytes (`data`, parsed here again only if asked for)."""
-    h = parsed.header
-    if snapshot is not None and not snapshot.failed:
-        text = h.raw if h is not None and h.raw is not None else None
-        if text is None and data:
-            text = data[PREFIX_BYTES : PREFIX_BYTES + parsed.header_bytes]
-        try:
-            if text is not None:
-                snapshot.add_text(name, parsed.header_bytes, text)
-            elif h is not None:
-                snapshot.add(name, h)
-        except OSError:
-            pass
-    if h is not None:
-        headers.add(name, replace(h, raw=None) if h.raw is not None else h)
-    else:
-        headers.add_bytes(name, data, parsed.file_bytes)

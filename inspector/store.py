@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 from .checkpoint import Checkpoint
 from .env import cache_dir, private_dir, private_file, temp_path
 from .errors import HfmemError, NotFoundError
+from .header import PREFIX_BYTES, LazyHeaders
 from .source import Source
 
 if TYPE_CHECKING:
     from .checkpoint import SnapshotWriter
     from .params import ParameterCount
+    from .workers import Parsed
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -207,3 +209,26 @@ def from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
     except NotFoundError:
         return None
     return replace(cp, revision=revision, warnings=(*cp.warnings, f"offline: read from the HF cache at {folder}"))
+
+
+def keep_header(headers: LazyHeaders, snapshot: SnapshotWriter | None, name: str, parsed: Parsed,
+         data: bytes = b"") -> None:
+    """Keep a parsed shard's header: written to the snapshot being saved (as the file holds it; an
+    unwritable cache only costs speed), and in `headers`, as the Header when it was parsed here, else
+    as its bytes (`data`, parsed here again only if asked for)."""
+    h = parsed.header
+    if snapshot is not None and not snapshot.failed:
+        text = h.raw if h is not None and h.raw is not None else None
+        if text is None and data:
+            text = data[PREFIX_BYTES : PREFIX_BYTES + parsed.header_bytes]
+        try:
+            if text is not None:
+                snapshot.add_text(name, parsed.header_bytes, text)
+            elif h is not None:
+                snapshot.add(name, h)
+        except OSError:
+            pass
+    if h is not None:
+        headers.add(name, replace(h, raw=None) if h.raw is not None else h)
+    else:
+        headers.add_bytes(name, data, parsed.file_bytes)
