@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402  (after __version__, which submodules read)
+from .errors import (
     AuthError,
     ConfigError,
     DataError,
@@ -35,6 +33,7 @@ from .errors import (  # noqa: E402  (after __version__, which submodules read)
     UnsupportedFormat,
     UsageError,
 )
+from .version import __version__
 
 if TYPE_CHECKING:
     from .api import ModelReport, inspect_model

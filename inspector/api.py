@@ -44,7 +44,7 @@ class ModelReport:
         return notes
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .version import __version__
 
         cp, p, m = self.checkpoint, self.parameters, self.memory
         scheme = quant_scheme(cp.quantization_config)

@@ -343,7 +343,7 @@ class SnapshotWriter:
 
 def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a snapshot file back into a Checkpoint, validating every header again."""
-    from .local import read_regular
+    from .files import read_regular
 
     path = Path(path)
     try:

@@ -18,10 +18,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from .console import version_line
 from .errors import ExitCode, HfmemError, linked_errors
 from .limits import MAX_AGE_DAYS, MAX_GPUS, MAX_TIMEOUT_S, MAX_TOKENS
 from .text import terminal_safe
+from .version import version_line
 from .vllm import NEWEST, release_name, supported_range
 
 DEFAULT_COMMAND = "inspect"

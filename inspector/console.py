@@ -6,14 +6,10 @@ from __future__ import annotations
 import sys
 
 
-def version_line() -> str:
-    from . import __version__
-
-    return f"hfmem {__version__}"
-
-
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
+        from .version import version_line
+
         print(version_line())
         return
     from .cli import main as cli_main

@@ -59,7 +59,7 @@ def digest_path(snapshot: Path) -> Path:
 
 def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
     """Write the digest beside a saved snapshot (mode 0600, atomically); a failure only costs speed."""
-    from . import __version__
+    from .version import __version__
 
     index = cp.plan.index_file
     record = {
@@ -95,9 +95,9 @@ def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
 def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoint | None:
     """The Checkpoint of a digest, its counts attached and its headers deferred to `load_full`;
     None when there is no digest, or one that is damaged or from another hfmem version."""
-    from . import __version__
     from .errors import HfmemError
-    from .local import read_regular
+    from .files import read_regular
+    from .version import __version__
 
     try:
         try:

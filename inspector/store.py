@@ -70,7 +70,7 @@ def load_ref(repo_id: str, revision: str, *, max_age_s: float | None = None) -> 
         age = time.time() - path.stat().st_mtime
         if max_age_s is not None and not 0 <= age <= max_age_s:  # a future mtime is not fresh either
             return None
-        from .local import read_regular
+        from .files import read_regular
 
         sha = read_regular(path, 256, "ref").decode("ascii", "replace").strip()  # (a sha is 40 bytes)
     except (OSError, HfmemError):
@@ -186,7 +186,8 @@ def from_hf_cache(repo_id: str, revision: str) -> Checkpoint | None:
     """A model already in huggingface_hub's cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`)."""
     from pathlib import Path
 
-    from .local import read_local, read_regular
+    from .files import read_regular
+    from .local import read_local
     from .source import SourceKind
 
     hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(

@@ -49,7 +49,7 @@ MAX_REDIRECTS = 5
 
 
 def _user_agent() -> str:
-    from . import __version__
+    from .version import __version__
 
     return f"hfmem/{__version__}"
 
