@@ -184,7 +184,7 @@ def _check_int(key: str, v: Any, *, positive: bool = False) -> int:
     if not _is_int(v) or not low <= v <= MAX_CONFIG_INT:
         kind = "a positive" if positive else "a non-negative"
         raise ConfigError(f"config.json: {key} must be {kind} integer, got {_short(v)}")
-    return v
+    return int(v)
 
 
 def _short(v: Any) -> str:
@@ -220,7 +220,8 @@ class _Reader:
         for key in aliases:
             if key in self.defaults:
                 self.guessed.append(f"{name}: {self.defaults[key]} (transformers' {self.model_type} default)")
-                return self.defaults[key]
+                value: int | None = self.defaults[key]
+                return value
         if default is not None:
             self.guessed.append(f"{name}: {default} ({why})" if why else f"{name}: {default}")
             return default

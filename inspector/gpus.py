@@ -75,7 +75,8 @@ def read_toml(path: Path, what: str, bad: type[HfmemError] = ConfigError) -> dic
         import tomli as tomllib
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data: dict[str, Any] = tomllib.load(f)
+            return data
     except OSError as e:
         raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:  # its message names the line and column

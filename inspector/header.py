@@ -141,7 +141,7 @@ def read_length_prefix(prefix: bytes) -> int:
     """
     if len(prefix) < PREFIX_BYTES:
         raise HeaderError(f"file too short: {len(prefix)} bytes, a safetensors file starts with 8")
-    (n,) = struct.unpack("<Q", prefix[:PREFIX_BYTES])
+    n: int = struct.unpack("<Q", prefix[:PREFIX_BYTES])[0]
     if n > MAX_HEADER_BYTES:
         # Refused before anything is allocated or fetched for it.
         raise HeaderError(f"header length {n:,} bytes exceeds the spec's limit of {MAX_HEADER_BYTES:,}")

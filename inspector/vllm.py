@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .arch import Architecture
 
 GIB = 1 << 30
 
@@ -254,7 +257,7 @@ def mxfp4_expert_bytes(intermediate: int, hidden: int) -> int:
     return w13 + w2
 
 
-def derived_max_model_len(release: tuple[int, ...], arch: Any) -> int | None:
+def derived_max_model_len(release: tuple[int, ...], arch: Architecture) -> int | None:
     """The longest --max-model-len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN, None when the
     config names none (vllm/config/model.py _get_and_verify_max_len; from 0.14.0
     model_arch_config_convertor.py derive_max_model_len_and_key): the config's length, replaced by
