@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import hub, store
+from . import store
 from .cache import BRANCH_TTL_S
 from .checkpoint import (
     METADATA_FILES,
@@ -34,13 +34,11 @@ from .checkpoint import (
 from .env import env_int, offline_requested, resolve_token
 from .errors import EntryNotFound, NetworkError, OfflineMiss
 from .header import Header, LazyHeaders
-from .hub import SHA_RE, HubClient, predict_header_bytes
 from .source import Source
-from .threads import stopping_executor
-from .transport import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from .checkpoint import SnapshotWriter
+    from .hub import HubClient
     from .params import CountContext, FileTally
     from .workers import Parsed, WorkerPool
 
@@ -64,6 +62,11 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                                       filename=source.filename, warnings=warnings)
     if saved is not None:
         return saved
+
+    # The protocol, transport and thread modules are imported once the network is needed: a warm
+    # run answered by the store (step 0) skips them, 2-3 ms of its ~0.1 s (python -X importtime).
+    from .hub import HubClient
+    from .transport import DEFAULT_CONCURRENCY
 
     workers = max(1, concurrency or env_int("HFMEM_CONCURRENCY", DEFAULT_CONCURRENCY))
     client = HubClient(token=resolve_token(token), offline=offline, refresh=refresh, concurrency=workers,
@@ -101,7 +104,7 @@ def answer_from_store(repo_id: str, revision: str, *, offline: bool, refresh: bo
     if not store.is_folder_name(repo_id):
         validate_repo_id(repo_id)
     # Pinned to a sha we have read before: the saved snapshot answers with no request at all.
-    pinned = revision if SHA_RE.match(revision) else None
+    pinned = revision if store.SHA_RE.match(revision) else None
     if offline and not pinned:
         pinned = store.load_ref(repo_id, revision)
         if pinned:
@@ -185,6 +188,7 @@ def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, 
     """Every JSON file at once, and every shard's header. Headers are parsed in one parsing thread
     or, for a model of more than one wave of shards, in worker processes (inspector/workers.py),
     while the request threads go on."""
+    from .threads import stopping_executor
     from .workers import Parsed, WorkerPool
 
     with stopping_executor(1, deadline) as parser, WorkerPool(deadline) as processes:
@@ -230,6 +234,8 @@ def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, 
                         raise EntryNotFound(f"{repo_id}: {plan.index_file} names {s!r}, which is not in the repo")
 
                 def read_extra(shard: str) -> Header:
+                    from . import hub
+
                     return client.read_header(repo_id, sha, shard, hub.SPECULATIVE_HEADER_BYTES)
 
                 for s, h in zip(extra, pool.map(read_extra, extra), strict=True):
@@ -297,6 +303,7 @@ class _ShardReads:
         # worker process, and this thread goes on to its next request at once. (Parsing in the
         # request thread itself, each wave of 64 DeepSeek-V3 shards queued ~0.3 s of CPU before any
         # thread sent its next request.)
+        from . import hub
         from .workers import parse_shard
 
         assert self.context is not None
@@ -306,7 +313,7 @@ class _ShardReads:
             names = self.grouped.result().get(name)
             if not names:
                 return None  # a .safetensors file the index does not use
-            predicted = predict_header_bytes(names)
+            predicted = hub.predict_header_bytes(names)
         data, file_bytes = self.client.header_bytes(self.repo_id, self.sha, name, predicted, located)
         if self.processes.started:
             return data, self.processes.submit(name, data, file_bytes, self.context.result())
