@@ -29,7 +29,6 @@ from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES
 from .limits import MAX_GPUS, MAX_TOKENS
-from .text import markdown_text, terminal_safe
 from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
 
 if TYPE_CHECKING:
@@ -281,55 +280,3 @@ def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: S
 
 def _internal(e: Exception) -> HfmemError:
     return InternalError(f"internal error ({type(e).__name__}: {e}); this is a bug in hfmem: please report it")
-
-
-# --- output ------------------------------------------------------------------------------------
-
-SUMMARY_HEADERS = ["#", "model", "GPU", "precision", "context", "result", "GPUs", "per GPU", "longest context",
-                   "detail"]
-
-
-def _summary_rows(results: Sequence[CheckResult]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        s, f = r.spec, r.fit
-        gpu = f.gpu.name if f else (s.gpu or "")
-        context = f"{r.context_tokens:,} x {s.batch_size}" if r.context_tokens else ""
-        if f and f.fits and f.per_gpu is not None:
-            gpus = f"{f.tensor_parallel_size}"
-            per_gpu = f"{f.per_gpu.total_bytes / 2**30:.1f} / {f.usable_bytes / 2**30:.1f} GiB"
-            longest = f"{f.max_context_tokens:,}"
-            detail = r.native_note or ""
-        else:
-            gpus, per_gpu, longest = "", "", ""
-            detail = r.error or (f.reason if f else "")
-        rev = f"@{s.revision}" if s.revision else ""
-        precision = "" if r.malformed else s.precision
-        rows.append([str(r.position or ""), s.id + rev, gpu, precision, context, r.status, gpus, per_gpu,
-                     longest, detail])
-    return rows
-
-
-def render_summary(results: Sequence[CheckResult], fmt: str) -> str:
-    """The summary as a plain table, a GitHub Markdown table (pull-request comments) or JSON."""
-    import json
-
-    code = overall_exit_code(results)
-    if fmt == "json":
-        return json.dumps({"exit_code": code, "results": [r.to_dict() for r in results]}, indent=2) + "\n"
-    from tabulate import tabulate
-
-    rows = _summary_rows(results)
-    counts = {s: sum(r.status == s for r in results) for s in ("fits", "does not fit", "error")}
-    tail = f"{counts['fits']} fit, {counts['does not fit']} do not fit, {counts['error']} errors: exit {code}"
-    if fmt == "markdown":
-        marks = {"fits": "✅ fits", "does not fit": "❌ does not fit", "error": "⚠️ error"}
-        # Ids, revisions, GPU names and error messages come from outside: each cell renders as itself.
-        md = [[markdown_text(c) for c in row[:5]] + [marks[row[5]]] + [markdown_text(c) for c in row[6:]]
-              for row in rows]
-        table = tabulate(md, headers=SUMMARY_HEADERS, tablefmt="github", disable_numparse=True)
-        return f"### hfmem check\n\n{table}\n\n{tail}\n"
-    safe = [[terminal_safe(c) for c in row] for row in rows]
-    table = tabulate(safe, headers=SUMMARY_HEADERS, tablefmt="simple", disable_numparse=True)
-    return f"{table}\n{tail}\n"
-

@@ -399,7 +399,8 @@ def check_cmd(
 
     With --models FILE, every entry is checked and the exit code is the highest error code if any
     entry errored, else 3 if any does not fit, else 0."""
-    from .checks import CheckSpec, evaluate, load_models_file, render_summary, run_checks
+    from .check_report import render_summary
+    from .checks import CheckSpec, evaluate, load_models_file, run_checks
     from .errors import UsageError
     from .gpus import load_gpus
 
@@ -481,25 +482,10 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info_cmd(json_: JsonOpt = False) -> None:
     """Where the cache is and what it holds."""
-    import json
-
+    from .cache_report import render_cache_info
     from .housekeeping import cache_info
 
-    info = cache_info()
-    if json_:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
-    from .report import gib
-
-    size = info["bytes"]
-    assert isinstance(size, int)
-    sys.stdout.write(
-        f"path            {terminal_safe(str(info['path']))}\n"
-        f"size            {size:,} bytes ({gib(size)})\n"
-        f"snapshots       {info['snapshots']}\n"
-        f"branch refs     {info['refs']}\n"
-        f"HTTP responses  {info['http_responses']}\n"
-    )
+    sys.stdout.write(render_cache_info(cache_info(), json=json_))
 
 
 @cache_app.command("clear")

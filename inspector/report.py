@@ -9,11 +9,14 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .columns import Column, table
 from .text import markdown_text, terminal_lines, terminal_safe
 from .vllm import release_name
 
 if TYPE_CHECKING:
     from .api import ModelReport
+    from .estimate import Estimate
+    from .params import FileCount
 
 GIB = 1024**3
 
@@ -43,7 +46,7 @@ def render_json(report: ModelReport) -> str:
     return json.dumps(report.to_dict(), indent=2) + "\n"
 
 
-def _rows(report: ModelReport, *, files: bool) -> tuple[list[list[str]], list[list[str]]]:
+def _rows(report: ModelReport) -> list[list[str]]:
     cp, p = report.checkpoint, report.parameters
     rows = [["Parameters", f"{p.total_params:,}", human_count(p.total_params)]]
     if len(p.by_dtype_params) > 1 or p.derived:
@@ -58,12 +61,16 @@ def _rows(report: ModelReport, *, files: bool) -> tuple[list[list[str]], list[li
     n_files = len(p.files)
     where = f"in {n_files} {cp.plan.format} file{'s' * (n_files != 1)}"
     rows.append(["Weights (bytes)", f"{p.weights_bytes:,}", f"{gib(p.weights_bytes)}  {where}"])
-    file_rows = (
-        [[f.file, f"{f.params:,}", f"{f.tensor_bytes:,}", gib(f.tensor_bytes)] for f in p.files]
-        if files
-        else []
-    )
-    return rows, file_rows
+    return rows
+
+
+#: `--files`: one row per weight file.
+FILE_COLUMNS: list[Column[FileCount]] = [
+    Column("file", "left", lambda f: f.file),
+    Column("parameters", "right", lambda f: f"{f.params:,}"),
+    Column("bytes", "right", lambda f: f"{f.tensor_bytes:,}"),
+    Column("", "right", lambda f: gib(f.tensor_bytes)),
+]
 
 
 def _title(report: ModelReport) -> str:
@@ -142,7 +149,6 @@ def _architecture_rows(report: ModelReport) -> list[list[str]]:
     return rows
 
 
-_MEMORY_HEADERS = ["precision", "weights", "KV cache", "activations", "overhead", "total", "weights x 1.2"]
 
 
 def stored_label(report: ModelReport) -> str:
@@ -154,7 +160,25 @@ def stored_label(report: ModelReport) -> str:
     return max(by, key=lambda k: by[k]) if by else "?"
 
 
-def _memory_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[str, list[list[str]]]:
+def memory_columns(stored: str) -> list[Column[Estimate]]:
+    """The memory table: one row per precision, every term in GiB."""
+    def in_gib(term: Callable[[Estimate], int]) -> Callable[[Estimate], str]:
+        return lambda e: f"{term(e) / GIB:.2f}"
+
+    return [
+        Column("precision", "left",
+               lambda e: f"stored ({stored})" if e.precision.value == "stored" else e.precision.value),
+        Column("weights", "right", in_gib(lambda e: e.weights_bytes)),
+        Column("KV cache", "right", in_gib(lambda e: e.kv_cache_bytes)),
+        Column("activations", "right", in_gib(lambda e: e.activation_bytes)),
+        Column("overhead", "right", in_gib(lambda e: e.overhead_bytes)),
+        Column("total", "right", in_gib(lambda e: e.total_bytes)),
+        Column("weights x 1.2", "right", in_gib(lambda e: e.rule_of_thumb_bytes)),
+    ]
+
+
+def _memory(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[str, list[Estimate]]:
+    """The memory table's title and the estimates it shows."""
     m = report.memory
     if m is None:
         return "", []
@@ -165,16 +189,7 @@ def _memory_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tup
              + (" as on an H100" if eng.batch_tier == ">= 70 GiB" else ""))
     title = (f"Memory in GiB (vLLM {release_name(eng.release)}, {m.context_tokens:,} tokens x {s.batch_size}"
              f" sequence{'s' * (s.batch_size != 1)}{tp}; {batch})")
-    stored = stored_label(report)
-    rows = []
-    for e in m.estimates:
-        if precisions is not None and e.precision.value not in precisions:
-            continue
-        label = f"stored ({stored})" if e.precision.value == "stored" else e.precision.value
-        rows.append([label] + [f"{x / GIB:.2f}" for x in (
-            e.weights_bytes, e.kv_cache_bytes, e.activation_bytes, e.overhead_bytes, e.total_bytes,
-            e.rule_of_thumb_bytes)])
-    return title, rows
+    return title, [e for e in m.estimates if precisions is None or e.precision.value in precisions]
 
 
 def tokens(n: int) -> str:
@@ -186,8 +201,10 @@ def tokens(n: int) -> str:
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
 
 
-def _fit_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[str, list[str], list[list[str]]]:
-    """GPUs x precisions: how many GPUs (the tensor-parallel size) and the longest context on them."""
+def _fit(report: ModelReport, precisions: tuple[str, ...] | None
+         ) -> tuple[str, list[Column[tuple[str, dict[str, str]]]], list[tuple[str, dict[str, str]]]]:
+    """The fit table: GPUs x precisions, how many GPUs (the tensor-parallel size) and the longest
+    context on them. (title, columns, rows: a GPU's name and its cell per precision)."""
     m = report.memory
     if m is None or not report.fit:
         return "", [], []
@@ -204,23 +221,28 @@ def _fit_rows(report: ModelReport, precisions: tuple[str, ...] | None) -> tuple[
             cell = "-" if s.tensor_parallel_size > 1 else "> 8"
         cells.setdefault(f.gpu.name, {})[f.precision.value] = cell + ("" if f.native else "*")
     stored = stored_label(report)
-    headers = ["GPU"] + [f"stored ({stored})" if p == "stored" else p for p in shown]
-    rows = [[gpu] + [by[p] for p in shown] for gpu, by in cells.items()]
+    columns: list[Column[tuple[str, dict[str, str]]]] = [Column("GPU", "left", lambda row: row[0])]
+    columns += [Column(f"stored ({stored})" if p == "stored" else p, "right", _cell(p)) for p in shown]
     at = (f"on {s.tensor_parallel_size} GPUs" if s.tensor_parallel_size > 1
           else "GPUs needed")
     title = (f"Fit: {at} at {m.context_tokens:,} tokens x {s.batch_size} (longest context that fits on them); "
              f"vLLM {release_name(m.engine.release)}'s defaults per GPU, "
              f"gpu_memory_utilization {m.engine.gpu_memory_utilization}")
-    return title, headers, rows
+    return title, columns, list(cells.items())
 
 
-def _fit_legend(rows: list[list[str]], tensor_parallel_size: int) -> list[str]:
+def _cell(precision: str) -> Callable[[tuple[str, dict[str, str]]], str]:
+    return lambda row: row[1][precision]
+
+
+def _fit_legend(rows: list[tuple[str, dict[str, str]]], tensor_parallel_size: int) -> list[str]:
+    cells = [c for _, by in rows for c in by.values()]
     legend = []
-    if any("> 8" in c for r in rows for c in r):
+    if any("> 8" in c for c in cells):
         legend.append("> 8: needs pipeline parallelism across nodes")
-    if any(c == "-" or c == "-*" for r in rows for c in r):
+    if any(c == "-" or c == "-*" for c in cells):
         legend.append(f"-: does not fit on {tensor_parallel_size} GPUs")
-    if any(c.endswith("*") for r in rows for c in r[1:]):
+    if any(c.endswith("*") for c in cells):
         legend.append("*: precision not native on that GPU")
     return ["; ".join(legend)] if legend else []
 
@@ -247,24 +269,20 @@ def render_table(report: ModelReport, *, files: bool = False,
     from tabulate import tabulate
 
     esc = terminal_safe
-    rows, file_rows = _rows(report, files=files)
-    out = [esc(_title(report)), "", _plain(_each(rows, esc))]
+    out = [esc(_title(report)), "", _plain(_each(_rows(report), esc))]
     arch = _architecture_rows(report)
     if arch:
         out += ["", tabulate(_each(arch, esc), tablefmt="plain")]
-    title, mem = _memory_rows(report, precisions)
-    if mem:
-        out += ["", title, tabulate(_each(mem, esc), headers=_MEMORY_HEADERS, tablefmt="simple",
-                                    disable_numparse=True, colalign=("left",) + ("right",) * 6)]
-    title, headers, fits = _fit_rows(report, precisions)
+    title, estimates = _memory(report, precisions)
+    if estimates:
+        out += ["", title, table(memory_columns(stored_label(report)), estimates, markdown=False, escape=esc)]
+    title, columns, fits = _fit(report, precisions)
     if fits:
         assert report.memory is not None
-        out += ["", esc(title), tabulate(_each(fits, esc), headers=[esc(h) for h in headers], tablefmt="simple",
-                                         disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += ["", esc(title), table(columns, fits, markdown=False, escape=esc)]
         out += _fit_legend(fits, report.memory.settings.tensor_parallel_size)
-    if file_rows:
-        out += ["", tabulate(_each(file_rows, esc), headers=["file", "parameters", "bytes", ""], tablefmt="simple",
-                             colalign=("left", "right", "right", "right"))]
+    if files:
+        out += ["", table(FILE_COLUMNS, report.parameters.files, markdown=False, escape=esc, numbers=True)]
     out += [f"note: {esc(n)}" for n in _notes(report)]
     # Every part was escaped above; this is the guarantee, should a new line forget it.
     return terminal_lines("\n".join(out)) + "\n"
@@ -277,23 +295,22 @@ def render_markdown(report: ModelReport, *, files: bool = False,
     from tabulate import tabulate
 
     esc = markdown_text
-    rows, file_rows = _rows(report, files=files)
-    out = [f"### {esc(_title(report))}", "", tabulate(_each(rows, esc), headers=["", "exact", ""], tablefmt="github")]
+    out = [f"### {esc(_title(report))}", "", tabulate(_each(_rows(report), esc), headers=["", "exact", ""],
+                                                     tablefmt="github")]
     arch = _architecture_rows(report)
     if arch:
         out += ["", tabulate(_each(arch, esc), headers=["", ""], tablefmt="github")]
-    title, mem = _memory_rows(report, precisions)
-    if mem:
-        out += ["", f"**{esc(title)}**", "", tabulate(_each(mem, esc), headers=_MEMORY_HEADERS, tablefmt="github",
-                                                     disable_numparse=True, colalign=("left",) + ("right",) * 6)]
-    title, headers, fits = _fit_rows(report, precisions)
+    title, estimates = _memory(report, precisions)
+    if estimates:
+        out += ["", f"**{esc(title)}**", "",
+                table(memory_columns(stored_label(report)), estimates, markdown=True, escape=esc)]
+    title, columns, fits = _fit(report, precisions)
     if fits:
         assert report.memory is not None
-        out += ["", f"**{esc(title)}**", "", tabulate(_each(fits, esc), headers=[esc(h) for h in headers],
-                                                     tablefmt="github", disable_numparse=True,
-                                                     colalign=("left",) + ("right",) * (len(headers) - 1))]
+        out += ["", f"**{esc(title)}**", "", table(columns, fits, markdown=True, escape=esc)]
         out += [f"_{esc(line)}_" for line in _fit_legend(fits, report.memory.settings.tensor_parallel_size)]
-    if file_rows:
-        out += ["", tabulate(_each(file_rows, esc), headers=["file", "parameters", "bytes", ""], tablefmt="github")]
+    if files:
+        out += ["", table(FILE_COLUMNS, report.parameters.files, markdown=True, escape=esc, numbers=True,
+                          align_markdown=False)]
     out += [f"> note: {esc(n)}" for n in _notes(report)]
     return "\n".join(out) + "\n"

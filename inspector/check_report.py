@@ -1,0 +1,56 @@
+"""`hfmem check`'s summary: a table for people, a GitHub Markdown table for pull-request comments,
+or JSON; one row per model checked, its columns defined once for both tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from .checks import CheckResult, overall_exit_code
+from .columns import Column, table
+from .text import markdown_text, terminal_safe
+
+
+def _fit_or_blank(value: Callable[[CheckResult], str]) -> Callable[[CheckResult], str]:
+    """A column that shows only for a model that fits."""
+    return lambda r: value(r) if r.fit and r.fit.fits and r.fit.per_gpu is not None else ""
+
+
+def _detail(r: CheckResult) -> str:
+    f = r.fit
+    if f and f.fits and f.per_gpu is not None:
+        return r.native_note or ""
+    return r.error or (f.reason if f else "")
+
+
+SUMMARY_COLUMNS: list[Column[CheckResult]] = [
+    Column("#", "left", lambda r: str(r.position or "")),
+    Column("model", "left", lambda r: r.spec.id + (f"@{r.spec.revision}" if r.spec.revision else "")),
+    Column("GPU", "left", lambda r: r.fit.gpu.name if r.fit else (r.spec.gpu or "")),
+    Column("precision", "left", lambda r: "" if r.malformed else r.spec.precision),
+    Column("context", "left", lambda r: f"{r.context_tokens:,} x {r.spec.batch_size}" if r.context_tokens else ""),
+    Column("result", "left", lambda r: r.status),
+    Column("GPUs", "left", _fit_or_blank(lambda r: f"{r.fit.tensor_parallel_size}" if r.fit else "")),
+    Column("per GPU", "left", _fit_or_blank(
+        lambda r: f"{r.fit.per_gpu.total_bytes / 2**30:.1f} / {r.fit.usable_bytes / 2**30:.1f} GiB"
+        if r.fit and r.fit.per_gpu else "")),
+    Column("longest context", "left", _fit_or_blank(lambda r: f"{r.fit.max_context_tokens:,}" if r.fit else "")),
+    Column("detail", "left", _detail),
+]
+_MARKS = {"fits": "✅ fits", "does not fit": "❌ does not fit", "error": "⚠️ error"}
+
+
+def render_summary(results: Sequence[CheckResult], fmt: str) -> str:
+    """The summary as a plain table, a GitHub Markdown table (pull-request comments) or JSON."""
+    code = overall_exit_code(results)
+    if fmt == "json":
+        return json.dumps({"exit_code": code, "results": [r.to_dict() for r in results]}, indent=2) + "\n"
+    counts = {s: sum(r.status == s for r in results) for s in ("fits", "does not fit", "error")}
+    tail = f"{counts['fits']} fit, {counts['does not fit']} do not fit, {counts['error']} errors: exit {code}"
+    if fmt == "markdown":
+        # Ids, revisions, GPU names and error messages come from outside: each cell renders as itself.
+        columns = [Column(c.header, c.align, lambda r: _MARKS[r.status]) if c.header == "result" else c
+                   for c in SUMMARY_COLUMNS]
+        text = table(columns, results, markdown=True, escape=markdown_text, align_markdown=False)
+        return f"### hfmem check\n\n{text}\n\n{tail}\n"
+    return f"{table(SUMMARY_COLUMNS, results, markdown=False, escape=terminal_safe)}\n{tail}\n"
