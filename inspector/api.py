@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arch import Architecture, parse_architecture
-from .checkpoint import Checkpoint, load_snapshot
+from .checkpoint import Checkpoint, ReadResult, load_snapshot
 from .errors import ConfigError, UsageError
 from .estimate import MemoryEstimate, Settings, estimate_memory
 from .fit import Fit, fit, tp_allowed
@@ -98,15 +98,16 @@ def read_checkpoint(
     refresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
     deadline: float | None = None,
-) -> Checkpoint:
-    """Read what a Source points at: a snapshot file, a local model, or a Hub repo."""
+) -> ReadResult:
+    """Read what a Source points at: a snapshot file, a local model, or a Hub repo. The Hub reader
+    hands what it counted on the way (a digest's counts, shards' tallies) apart from the Checkpoint."""
     if source.kind is SourceKind.SNAPSHOT:
         assert source.path is not None
-        return load_snapshot(source.path)
+        return ReadResult(load_snapshot(source.path))
     if source.kind in (SourceKind.LOCAL_DIR, SourceKind.LOCAL_FILE):
         from .local import read_local
 
-        return read_local(source)
+        return ReadResult(read_local(source))
     from .reader import read_hub
 
     return read_hub(source, token=token, offline=offline, refresh=refresh, progress=progress, deadline=deadline)
@@ -137,10 +138,11 @@ def inspect_model(
     `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision, validate=False)
-    checkpoint = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
-                                 deadline=deadline)
-    parameters = count_parameters(checkpoint)
-    if source.kind is SourceKind.HUB and not source.filename:
+    read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
+                           deadline=deadline)
+    checkpoint = read.checkpoint
+    parameters = read.counts or count_parameters(checkpoint, read.tallies)
+    if source.kind is SourceKind.HUB and not source.filename and read.counts is None:
         from .store import save_counts
 
         save_counts(checkpoint, parameters)

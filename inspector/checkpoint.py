@@ -135,10 +135,6 @@ class Checkpoint:
     sha: str | None = None
     local_path: str | None = None
     warnings: tuple[str, ...] = field(default=())
-    # The counts, when a digest already holds them (inspector/digest.py): count_parameters returns them.
-    counted: ParameterCount | None = field(default=None, compare=False, repr=False)
-    # Each weight file's tally, when the reader made them as the headers arrived (params.FileTally).
-    tallies: Mapping[str, FileTally] | None = field(default=None, compare=False, repr=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -161,6 +157,17 @@ class Checkpoint:
             return self.plan.files
         return shards_from_index(self.index, self.plan.index_file or "index")
 
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What a reader returns: the Checkpoint, and apart from it what was counted on the way, which
+    `params.count_parameters` uses rather than counting again: a digest's counts (a warm run
+    parses no header), or each weight file's tally, made as its header arrived."""
+
+    checkpoint: Checkpoint
+    counts: ParameterCount | None = None
+    tallies: Mapping[str, FileTally] | None = None
 
 def quantization_config(json_files: Mapping[str, Any]) -> dict[str, Any] | None:
     """`quantization_config` from config.json, else a separate quantize_config.json."""

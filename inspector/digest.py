@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, WeightPlan
+from .checkpoint import Checkpoint, ReadResult, WeightPlan
 from .params import FileCount, ParameterCount, WeightInventory
 
 DIGEST_FORMAT = "hfmem-digest/1"
@@ -92,8 +92,8 @@ def save_digest(snapshot: Path, cp: Checkpoint, params: ParameterCount) -> None:
         pass
 
 
-def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoint | None:
-    """The Checkpoint of a digest, its counts attached and its headers deferred to `load_full`;
+def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> ReadResult | None:
+    """The Checkpoint of a digest, with its counts beside it, its headers deferred to `load_full`;
     None when there is no digest, or one that is damaged or from another hfmem version."""
     from .errors import HfmemError
     from .files import read_regular
@@ -125,7 +125,7 @@ def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoi
                 full.append(load_full())
             return full[0]
 
-        return Checkpoint(
+        return ReadResult(Checkpoint(
             name=raw["repo_id"],
             files={str(k): v for k, v in raw["files"].items()},
             json_files=Deferred(raw["json"], tuple(raw["json_deferred"]), lambda: once().json_files),
@@ -133,7 +133,6 @@ def load_digest(snapshot: Path, load_full: Callable[[], Checkpoint]) -> Checkpoi
             plan=WeightPlan(plan["format"], plan["index_file"], tuple(plan["files"])),
             repo_id=raw["repo_id"],
             sha=raw["sha"],
-            counted=params,
-        )
+        ), counts=params)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None

@@ -374,48 +374,46 @@ class _Group:
             self.blocks = -(-rows // _GROUP) * -(-cols // _GROUP)
 
 
-def count_parameters(cp: Checkpoint) -> ParameterCount:
+def count_parameters(cp: Checkpoint, tallies: Mapping[str, FileTally] | None = None) -> ParameterCount:
     """Count a checkpoint's parameters, stored elements and bytes, in total and per file (from the
-    tallies the reader made as headers arrived, when they were made in the same context)."""
-    if cp.counted is not None:
-        return cp.counted
+    `tallies` the reader made as headers arrived, when they were made in the same context)."""
     context = count_context(cp.config, cp.quantization_config)
     scheme = context.scheme
     if cp.plan.format == "pytorch":
         return _derived_count(cp, scheme)
-    tallies = []
+    per_file: list[FileTally] = []
     for fname in cp.weight_files:
-        tally = cp.tallies.get(fname) if cp.tallies else None
-        tallies.append(tally if tally is not None and tally.context == context
+        tally = tallies.get(fname) if tallies else None
+        per_file.append(tally if tally is not None and tally.context == context
                        else FileTally.of(cp.headers[fname], context))
     by_dtype: Counter[str] = Counter()
     stored_by_dtype: Counter[str] = Counter()
     expert_ids: set[tuple[str, int]] = set()
-    for tally in tallies:
+    for tally in per_file:
         by_dtype.update(tally.by_dtype)
         stored_by_dtype.update(tally.stored_by_dtype)
         expert_ids |= tally.expert_ids
-    files = tuple(FileCount(f, t.params, t.elements, t.data_bytes) for f, t in zip(cp.weight_files, tallies,
+    files = tuple(FileCount(f, t.params, t.elements, t.data_bytes) for f, t in zip(cp.weight_files, per_file,
                                                                                     strict=True))
     weights_bytes = sum(f.tensor_bytes for f in files)
     per_layer = Counter(prefix for prefix, _ in expert_ids)
     head_params, head_bytes = _tied_head(cp)
-    loaded = weights_bytes - sum(t.buffer_bytes + t.mtp_bytes for t in tallies) - head_bytes
+    loaded = weights_bytes - sum(t.buffer_bytes + t.mtp_bytes for t in per_file) - head_bytes
     return ParameterCount(
         total_params=sum(f.params for f in files),
         by_dtype_params=dict(sorted(by_dtype.items())),
         stored_elements=sum(f.stored_elements for f in files),
         stored_by_dtype_elements=dict(sorted(stored_by_dtype.items())),
         weights_bytes=weights_bytes,
-        buffer_elements=sum(t.buffers for t in tallies),
-        quantization_elements=sum(t.quant for t in tallies),
+        buffer_elements=sum(t.buffers for t in per_file),
+        quantization_elements=sum(t.quant for t in per_file),
         files=files,
         quant_method=scheme.method if scheme else None,
         weights=WeightInventory(
-            sum(t.linear for t in tallies), sum(t.groups for t in tallies), sum(t.blocks for t in tallies),
-            sum(t.experts for t in tallies),
-            max(per_layer.values(), default=0) or max((t.fused_experts for t in tallies), default=0),
-            loaded, sum(t.mtp for t in tallies), head_params, head_bytes,
+            sum(t.linear for t in per_file), sum(t.groups for t in per_file), sum(t.blocks for t in per_file),
+            sum(t.experts for t in per_file),
+            max(per_layer.values(), default=0) or max((t.fused_experts for t in per_file), default=0),
+            loaded, sum(t.mtp for t in per_file), head_params, head_bytes,
         ),
     )
 

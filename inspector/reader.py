@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import store
@@ -25,6 +25,7 @@ from .cache import BRANCH_TTL_S
 from .checkpoint import (
     METADATA_FILES,
     Checkpoint,
+    ReadResult,
     WeightPlan,
     load_config_json,
     plan_weights,
@@ -49,8 +50,9 @@ DEADLINE_SLACK_S = 2.0
 
 def read_hub(source: Source, *, token: str | bool | None = None, offline: bool | None = None,
              refresh: bool = False, concurrency: int | None = None,
-             progress: Callable[[int, int], None] | None = None, deadline: float | None = None) -> Checkpoint:
-    """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible."""
+             progress: Callable[[int, int], None] | None = None, deadline: float | None = None) -> ReadResult:
+    """Read a Hub repo's metadata into a Checkpoint in as few sequential round trips as possible;
+    what was counted on the way comes apart from it (`ReadResult`)."""
     assert source.repo_id is not None
     repo_id = source.repo_id
     revision = source.revision or "main"
@@ -93,7 +95,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 
 
 def answer_from_store(repo_id: str, revision: str, *, offline: bool, refresh: bool, filename: str | None,
-                      warnings: list[str]) -> tuple[str | None, Checkpoint | None]:
+                      warnings: list[str]) -> tuple[str | None, ReadResult | None]:
     """(the commit the read is pinned to, if any; the Checkpoint when the store or, offline, the HF
     cache answers). OfflineMiss offline when neither can and nothing pins the revision."""
     # The repo id is checked by huggingface_hub (`validate_repo_id`, whose import is a fifth of a
@@ -112,19 +114,19 @@ def answer_from_store(repo_id: str, revision: str, *, offline: bool, refresh: bo
     if pinned and not refresh and not filename:
         saved = store.load_saved(repo_id, pinned, revision, warnings)
         if saved is not None:
-            return pinned, store.with_warnings(saved, warnings)
+            return pinned, _warned(saved, warnings)
     if not pinned and not offline and not refresh and not filename:
         # A branch resolved within BRANCH_TTL_S, whose commit we have read: no request at all (and
         # no HTTP library imported).
         recent = store.load_ref(repo_id, revision, max_age_s=BRANCH_TTL_S)
         saved = store.load_saved(repo_id, recent, revision, warnings) if recent else None
         if saved is not None:
-            return pinned, store.with_warnings(saved, warnings)
+            return pinned, _warned(saved, warnings)
     validate_repo_id(repo_id)  # before the HF cache, and before the Hub
     if offline:
         local = store.from_hf_cache(repo_id, revision)
         if local is not None:
-            return pinned, local
+            return pinned, ReadResult(local)
         if not pinned:
             raise OfflineMiss(f"offline and {repo_id}@{revision} was never read online: run once without --offline")
     return pinned, None
@@ -134,7 +136,7 @@ def answer_from_store(repo_id: str, revision: str, *, offline: bool, refresh: bo
 
 
 def resolve(client: HubClient, repo_id: str, revision: str, pinned: str | None, *, refresh: bool,
-            filename: str | None, warnings: list[str]) -> tuple[str, dict[str, int | None], Checkpoint | None]:
+            filename: str | None, warnings: list[str]) -> tuple[str, dict[str, int | None], ReadResult | None]:
     """(sha, files, the saved Checkpoint when the branch still points at a commit read before)."""
     # A branch still pointing at a commit we have read needs no second layer: no connection is
     # opened for one when the branch last pointed at such a commit (most runs past BRANCH_TTL_S).
@@ -147,7 +149,7 @@ def resolve(client: HubClient, repo_id: str, revision: str, pinned: str | None, 
         if not refresh and not filename:
             saved = store.load_saved(repo_id, sha, revision, warnings)
             if saved is not None:
-                return sha, files, store.with_warnings(saved, warnings)
+                return sha, files, _warned(saved, warnings)
     return sha, files, None
 
 
@@ -325,8 +327,9 @@ class _ShardReads:
 
 def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: str,
              listing: dict[str, int | None], plan: WeightPlan, snapshot: SnapshotWriter | None,
-             warnings: list[str]) -> Checkpoint:
-    """The Checkpoint of what was read, validated, and the commit's snapshot put in place."""
+             warnings: list[str]) -> ReadResult:
+    """The Checkpoint of what was read, validated, and the commit's snapshot put in place; the
+    tallies apart."""
     for name, file_bytes in read.sizes.items():
         listing[name] = file_bytes if file_bytes is not None else listing.get(name)
     cp = Checkpoint(
@@ -339,13 +342,16 @@ def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: 
         revision=revision,
         sha=sha,
         warnings=tuple(dict.fromkeys(warnings)),
-        tallies=read.tallies,
     )
     _ = cp.weight_files  # validates the index before anything is saved
-    return store.commit_snapshot(cp, snapshot, read.json_text)
+    return ReadResult(store.commit_snapshot(cp, snapshot, read.json_text), tallies=read.tallies)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+def _warned(read: ReadResult, warnings: list[str]) -> ReadResult:
+    return replace(read, checkpoint=store.with_warnings(read.checkpoint, warnings))
 
 
 def _result(future: Future[Any], deadline: float | None, what: str) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, ReadResult
 from .env import cache_dir, private_dir, private_file, temp_path
 from .errors import HfmemError, NotFoundError
 from .header import PREFIX_BYTES, LazyHeaders
@@ -106,7 +106,7 @@ def _endpoint_folder() -> str:
     return quote(host if parts.scheme != "http" else f"http+{host}", safe="+")
 
 
-def load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> Checkpoint | None:
+def load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None = None) -> ReadResult | None:
     """The saved snapshot of a commit: its digest (counts, no headers) when there is one. A damaged
     snapshot is deleted (and `warnings` told), so that the Hub's answer replaces it. Only one saved
     for this very repo id answers: `repo_id` may not be validated yet (read_hub), and another id can
@@ -120,28 +120,29 @@ def load_saved(repo_id: str, sha: str, revision: str, warnings: list[str] | None
             return None
     except OSError:  # a name too long for the file system: no snapshot of it, and the id is checked next
         return None
-    cp = load_digest(path, lambda: load_snapshot(path))
-    if cp is None:
+    read = load_digest(path, lambda: load_snapshot(path))
+    if read is None:
         try:
-            cp = load_snapshot(path)
+            read = ReadResult(load_snapshot(path))
         except HfmemError:
             if warnings is not None:
                 warnings.append(f"the cached snapshot of {repo_id}@{sha[:12]} was damaged; reading it again")
             for damaged in (path, digest_path(path)):
                 damaged.unlink(missing_ok=True)
             return None
-    if cp.repo_id != repo_id:
+    if read.checkpoint.repo_id != repo_id:
         return None
-    return replace(cp, name=repo_id, revision=revision, local_path=None)
+    return replace(read, checkpoint=replace(read.checkpoint, name=repo_id, revision=revision, local_path=None))
 
 
 def save_counts(cp: Checkpoint, params: ParameterCount) -> None:
-    """Keep a digest of the counts beside the commit's saved snapshot, for the next warm run."""
+    """Keep a digest of the counts beside the commit's saved snapshot, for the next warm run (the
+    caller's counts made from the headers, not read from a digest)."""
     from .digest import save_digest
 
     # Only counts read from the Hub itself: a folder of the HF cache (offline) may hold a partial
     # download of the same commit, whose counts must never stand for the commit's.
-    if cp.counted is None and cp.local_path is None and cp.repo_id and cp.sha:
+    if cp.local_path is None and cp.repo_id and cp.sha:
         path = snapshot_path(cp.repo_id, cp.sha)
         if path.is_file():
             save_digest(path, cp, params)

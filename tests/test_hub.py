@@ -14,6 +14,7 @@ import pytest
 from fakehub import VALID_TOKEN
 
 from inspector import inspect_model
+from inspector.api import read_checkpoint
 from inspector.cli import run
 from inspector.errors import (
     AuthError,
@@ -26,6 +27,7 @@ from inspector.errors import (
     UsageError,
 )
 from inspector.hub import hub_url, predict_header_bytes
+from inspector.source import parse_source
 
 LLAMA2 = "meta-llama/Llama-2-7b-hf"
 QWEN110 = "Qwen/Qwen1.5-110B"
@@ -436,7 +438,7 @@ def test_warm_runs_answer_from_the_digest_exactly_as_cold(fake_hub, tmp_path) ->
     assert digest.is_file() and stat.S_IMODE(digest.stat().st_mode) == 0o600
     fake_hub.log.clear()
     warm = inspect_model(QWEN110, revision=repo.sha)
-    assert fake_hub.log == [] and warm.checkpoint.counted is not None
+    assert fake_hub.log == [] and read_checkpoint(parse_source(QWEN110, repo.sha)).counts is not None
     assert warm.to_dict() == cold.to_dict()
     assert to_snapshot(warm.checkpoint) == to_snapshot(cold.checkpoint)  # headers loaded on demand
 
@@ -457,8 +459,9 @@ def test_a_bad_or_foreign_digest_falls_back_to_the_snapshot(fake_hub, damage) ->
     else:
         digest.unlink()
     fake_hub.log.clear()
+    assert read_checkpoint(parse_source(QWEN110, repo.sha)).counts is None  # counted again from the headers
     warm = inspect_model(QWEN110, revision=repo.sha)
-    assert fake_hub.log == [] and warm.checkpoint.counted is None  # counted again from the headers
+    assert fake_hub.log == []
     assert warm.to_dict() == cold.to_dict()
     assert digest.is_file()  # and a good digest is written again
 
@@ -688,14 +691,12 @@ def test_shards_tallied_as_they_arrive_count_as_a_count_afterwards(fake_hub, rep
     """The Hub reader tallies each shard while other reads are in flight; the merged count is
     exactly the one made from the headers afterwards (MXFP4 + fused experts, GPTQ's padding biases
     from the config, Mixtral's per-expert tensors)."""
-    from dataclasses import replace
-
     from inspector.params import count_parameters
 
     report = inspect_model(repo_id)
-    cp = report.checkpoint
-    assert cp.tallies is not None and set(cp.tallies) == set(cp.weight_files)
-    assert report.parameters == count_parameters(replace(cp, tallies=None))
+    read = read_checkpoint(parse_source(repo_id), refresh=True)  # (read again from the Hub, tallied)
+    assert read.tallies is not None and set(read.tallies) == set(read.checkpoint.weight_files)
+    assert report.parameters == count_parameters(read.checkpoint, read.tallies) == count_parameters(read.checkpoint)
 
 
 def test_a_tally_made_under_another_config_is_not_used(fake_hub) -> None:
@@ -705,12 +706,13 @@ def test_a_tally_made_under_another_config_is_not_used(fake_hub) -> None:
 
     from inspector.params import count_parameters
 
-    cp = inspect_model("deepseek-ai/DeepSeek-V3").checkpoint
+    read = read_checkpoint(parse_source("deepseek-ai/DeepSeek-V3"))
+    cp = read.checkpoint
     config = {**cp.config, "num_nextn_predict_layers": 0}
     other = replace(cp, json_files={**cp.json_files, "config.json": config})
-    fresh = count_parameters(replace(other, tallies=None))
-    assert count_parameters(other) == fresh
-    assert fresh.weights.mtp_params == 0 < count_parameters(cp).weights.mtp_params
+    fresh = count_parameters(other)
+    assert count_parameters(other, read.tallies) == fresh
+    assert fresh.weights.mtp_params == 0 < count_parameters(cp, read.tallies).weights.mtp_params
 
 
 def test_the_saved_snapshot_holds_each_header_as_the_file_does(fake_hub) -> None:
