@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .arch import Architecture, parse_architecture
@@ -170,3 +171,85 @@ def fit_table(arch: Architecture, params: ParameterCount, settings: Settings,
     if gpus is None:
         gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GPUS]
     return tuple(fit(arch, params, p, g, settings) for g in gpus for p in settings.precisions)
+
+
+def build_settings(precision: Sequence[str] | None, *, max_model_len: int | None, batch_size: int,
+              kv_cache_dtype: str, tensor_parallel_size: int = 1, enforce_eager: bool = False,
+              **engine: str | int | float | None) -> Settings:
+    """Settings from the CLI's options, each checked before anything is read (a release, dtype or
+    entry point hfmem does not know is a UsageError); engine options left unset (None) keep
+    Assumptions' defaults. `precision`: the precisions' names, None for all the JSON shows."""
+    from .estimate import JSON_PRECISIONS, Assumptions, Precision
+    from .vllm import ENTRYPOINTS, parse_dtype, parse_release
+
+    chosen = tuple(Precision(p) for p in precision) if precision else JSON_PRECISIONS
+
+    given = {k: v for k, v in engine.items() if v is not None}
+    parse_release(given.get("vllm_version"))  # type: ignore[arg-type]  # (refused here, before any read)
+    parse_dtype(str(given.get("dtype", "auto")))
+    if given.get("entrypoint", "serve") not in ENTRYPOINTS:
+        raise UsageError(f"--entrypoint {given['entrypoint']!r} is not one of: {', '.join(ENTRYPOINTS)}")
+    return Settings(
+        max_model_len=max_model_len, batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
+        tensor_parallel_size=tensor_parallel_size, precisions=tuple(dict.fromkeys(chosen)),
+        assumptions=Assumptions(enforce_eager=enforce_eager, **given),  # type: ignore[arg-type]
+    )
+
+# --- what the CLI's commands call (cli.py imports no module below this one, but the renderers) ---
+
+
+def gpu_set(names: Sequence[str] | None, gpus_file: str | Path | None) -> list[GPU]:
+    """The GPUs named (default: shared/DESIGN.md's set), from the catalog and a --gpus-file."""
+    from .gpus import DEFAULT_GPUS, find_gpu, load_gpus
+
+    known = load_gpus(gpus_file)
+    return [find_gpu(name, known) for name in (names or DEFAULT_GPUS)]
+
+
+def load_gpus(gpus_file: str | Path | None) -> Any:
+    """The catalog with a --gpus-file's GPUs added (gpus.load_gpus)."""
+    from .gpus import load_gpus as load
+
+    return load(gpus_file)
+
+
+def check_snapshot_target(path: Path) -> None:
+    """Refuse a --save-snapshot target before anything is read (checkpoint.check_snapshot_target)."""
+    from .checkpoint import check_snapshot_target as check
+
+    check(path)
+
+
+def save_snapshot(cp: Checkpoint, path: Path) -> None:
+    """Write everything read to `path` (checkpoint.save_snapshot)."""
+    from .checkpoint import save_snapshot as save
+
+    save(cp, path)
+
+
+def cache_dir() -> Path:
+    """hfmem's cache folder (env.cache_dir)."""
+    from .env import cache_dir as folder
+
+    return folder()
+
+
+def cache_info() -> dict[str, object]:
+    """What the cache holds (housekeeping.cache_info)."""
+    from .housekeeping import cache_info as info
+
+    return info()
+
+
+def clear_cache() -> int:
+    """Delete what hfmem cached; the bytes freed (housekeeping.clear_cache)."""
+    from .housekeeping import clear_cache as clear
+
+    return clear()
+
+
+def prune_cache(older_than_days: float) -> int:
+    """Drop what is old or expired; the bytes freed (housekeeping.prune_cache)."""
+    from .housekeeping import prune_cache as prune
+
+    return prune(older_than_days)

@@ -245,24 +245,11 @@ DtypeOpt = Annotated[
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
               kv_cache_dtype: str, tensor_parallel_size: int = 1, enforce_eager: bool = False,
               **engine: str | int | float | None) -> Any:
-    """Settings from the options; engine options left unset keep Assumptions' defaults."""
-    from .estimate import JSON_PRECISIONS, Assumptions, Precision, Settings
+    from .api import build_settings
 
-    chosen = tuple(Precision(p.value) for p in precision) if precision else JSON_PRECISIONS
-    from .vllm import ENTRYPOINTS, parse_dtype, parse_release
-
-    given = {k: v for k, v in engine.items() if v is not None}
-    parse_release(given.get("vllm_version"))  # type: ignore[arg-type]  # (refused here, before any read)
-    parse_dtype(str(given.get("dtype", "auto")))
-    if given.get("entrypoint", "serve") not in ENTRYPOINTS:
-        from .errors import UsageError
-
-        raise UsageError(f"--entrypoint {given['entrypoint']!r} is not one of: {', '.join(ENTRYPOINTS)}")
-    return Settings(
-        max_model_len=max_model_len, batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
-        tensor_parallel_size=tensor_parallel_size, precisions=tuple(dict.fromkeys(chosen)),
-        assumptions=Assumptions(enforce_eager=enforce_eager, **given),  # type: ignore[arg-type]
-    )
+    return build_settings([p.value for p in precision] if precision else None, max_model_len=max_model_len,
+                          batch_size=batch_size, kv_cache_dtype=kv_cache_dtype,
+                          tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager, **engine)
 
 
 def _read(model: str, settings: Any, *, revision: str | None, token: str | None, offline: bool,
@@ -328,18 +315,17 @@ def inspect_cmd(
     shown = tuple(p.value for p in settings.precisions) if precision else TABLE_PRECISIONS
     gpus = None
     if gpu or gpus_file:
-        from .gpus import DEFAULT_GPUS, find_gpu, load_gpus
+        from .api import gpu_set
 
-        known = load_gpus(gpus_file)
-        gpus = [find_gpu(name, known) for name in (gpu or DEFAULT_GPUS)]
+        gpus = gpu_set(gpu, gpus_file)
     if save_snapshot is not None:  # refused before anything is read (and checked again when written)
-        from .checkpoint import check_snapshot_target
+        from .api import check_snapshot_target
 
         check_snapshot_target(save_snapshot)
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
                    gpus=gpus, deadline=time.monotonic() + timeout)
     if save_snapshot is not None:
-        from .checkpoint import save_snapshot as save
+        from .api import save_snapshot as save
 
         save(report.checkpoint, save_snapshot)
         _hint(f"snapshot written to {save_snapshot}", quiet)
@@ -399,10 +385,10 @@ def check_cmd(
 
     With --models FILE, every entry is checked and the exit code is the highest error code if any
     entry errored, else 3 if any does not fit, else 0."""
+    from .api import load_gpus
     from .check_report import render_summary
     from .checks import CheckSpec, evaluate, load_models_file, run_checks
     from .errors import UsageError
-    from .gpus import load_gpus
 
     given: dict[str, Any] = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
                                    max_model_len=max_model_len, batch_size=batch_size,
@@ -482,8 +468,8 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info_cmd(json_: JsonOpt = False) -> None:
     """Where the cache is and what it holds."""
+    from .api import cache_info
     from .cache_report import render_cache_info
-    from .housekeeping import cache_info
 
     sys.stdout.write(render_cache_info(cache_info(), json=json_))
 
@@ -491,8 +477,7 @@ def cache_info_cmd(json_: JsonOpt = False) -> None:
 @cache_app.command("clear")
 def cache_clear_cmd(quiet: QuietOpt = False) -> None:
     """Delete everything hfmem cached (only the files it writes; a folder holding others is refused)."""
-    from .env import cache_dir
-    from .housekeeping import clear_cache
+    from .api import cache_dir, clear_cache
 
     freed = clear_cache()
     _hint(f"removed hfmem's files from {cache_dir()} ({freed:,} bytes)", quiet)
@@ -507,7 +492,7 @@ def cache_prune_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Drop expired HTTP answers, snapshots not used for a while and leftover temporary files."""
-    from .housekeeping import prune_cache
+    from .api import prune_cache
 
     freed = prune_cache(older_than)
     _hint(f"freed {freed:,} bytes", quiet)
