@@ -40,20 +40,25 @@ def read_limited(raw: requests.Response | PlainResponse, byte_range: tuple[int, 
     if byte_range is not None and raw.status_code == 206:
         limit = min(limit, byte_range[1] - byte_range[0] + 1)
     try:
-        chunks, got = [], 0
-        for chunk in decoded_chunks(raw, limit, what):
-            chunks.append(chunk)
-            got += len(chunk)
-            if got >= limit:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                raise NetworkError(f"{what}: gave up at the --timeout deadline while the body arrived")
-        body = b"".join(chunks)
+        body = _collect(raw, limit, what, deadline)
         if byte_range is None and len(body) > MAX_JSON_BYTES:
             raise NetworkError(f"{what}: the server sent more than {MAX_JSON_BYTES >> 20} MiB of metadata")
         return body[:limit]
     finally:
         raw.close()
+
+
+def _collect(raw: Any, limit: int, what: str, deadline: float | None = None) -> bytes:
+    """The decoded body, read until `limit` bytes (or its end); past `deadline`, NetworkError."""
+    chunks, got = [], 0
+    for chunk in decoded_chunks(raw, limit, what):
+        chunks.append(chunk)
+        got += len(chunk)
+        if got >= limit:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise NetworkError(f"{what}: gave up at the --timeout deadline while the body arrived")
+    return b"".join(chunks)
 
 
 def decoded_chunks(raw: Any, limit: int, what: str) -> Iterator[bytes]:
@@ -81,16 +86,11 @@ def decode_before_caching(limit: int, what: str) -> Callable[..., Any]:
                 or not content_codings(response.headers.get("Content-Encoding"))):
             return response  # (a plain body is read as far as its Content-Length, at most the limit)
         try:
-            chunks, got = [], 0
-            for chunk in decoded_chunks(response, limit, what):
-                chunks.append(chunk)
-                got += len(chunk)
-                if got >= limit:
-                    break
+            content = _collect(response, limit, what)
         except BaseException:
             response.close()
             raise
-        response._content = b"".join(chunks)[:limit]
+        response._content = content[:limit]
         response._content_consumed = True
         response.close()
         return response
