@@ -20,6 +20,7 @@ from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
+from .train import TrainFit, TrainingEstimate, TrainSettings, estimate_training, modules_of, rules_of_thumb, train_fit
 
 JSON_SCHEMA = "hfmem/1"
 
@@ -253,3 +254,94 @@ def prune_cache(older_than_days: float) -> int:
     from .housekeeping import prune_cache as prune
 
     return prune(older_than_days)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """`hfmem train`: a model read once, its fine-tuning estimate, the fit on each GPU and the rules
+    of thumb computed for it; `to_dict()` is the `--json` contract (hfmem/1, with `training`)."""
+
+    source: Source
+    checkpoint: Checkpoint
+    parameters: ParameterCount
+    architecture: Architecture
+    training: TrainingEstimate
+    fit: tuple[TrainFit, ...] = ()
+
+    @property
+    def rules_of_thumb(self) -> list[tuple[str, int]]:
+        return rules_of_thumb(self.training, self.parameters.weights_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .version import __version__
+
+        cp, p = self.checkpoint, self.parameters
+        assumptions = self.training.settings.to_dict()
+        assumptions["train_precision"] = self.training.precision
+        return {
+            "schema": JSON_SCHEMA,
+            "tool": {"name": "hfmem", "version": __version__},
+            "command": "train",
+            "assumptions": assumptions,
+            "model": cp.name,
+            "revision": cp.sha,
+            "source": {"kind": self.source.kind.value, "repo_id": cp.repo_id, "requested_revision": cp.revision,
+                       "path": cp.local_path},
+            "parameters": p.to_dict(),
+            "weights_bytes": p.weights_bytes,
+            "architecture": self.architecture.to_dict(),
+            "training": self.training.to_dict(),
+            "rules_of_thumb": [{"rule": rule, "bytes": b} for rule, b in self.rules_of_thumb],
+            "fit": [f.to_dict() for f in self.fit],
+            "warnings": list(cp.warnings),
+        }
+
+
+def train_settings(**options: Any) -> TrainSettings:
+    """TrainSettings from the CLI's or a models file's options (None keeps the default); a value
+    hfmem does not know is a UsageError before anything is read."""
+    given = {k: v for k, v in options.items() if v is not None}
+    target = given.get("lora_target")
+    if isinstance(target, str):
+        given["lora_target"] = tuple(t.strip() for t in target.split(",") if t.strip()) or None
+    elif isinstance(target, list | tuple):
+        given["lora_target"] = tuple(str(t) for t in target) or None
+    return TrainSettings(**given)
+
+
+def train_model(
+    model: str | Source,
+    settings: TrainSettings,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    offline: bool | None = None,
+    refresh: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    gpus: Sequence[GPU] | None = None,
+    deadline: float | None = None,
+) -> TrainReport:
+    """Read a model's metadata and estimate one fine-tuning step's peak memory per GPU, and where it
+    fits (`gpus`, default shared/DESIGN.md's set). Raises an HfmemError subclass on bad input.
+
+        >>> r = train_model("fixtures/snapshots/meta-llama--Llama-2-7b-hf.json",
+        ...                 TrainSettings(lora_r=8, lora_target=("q_proj", "v_proj")), gpus=())
+        >>> r.training.trainable_params
+        4194304
+    """
+    source = model if isinstance(model, Source) else parse_source(model, revision, validate=False)
+    read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
+                           deadline=deadline)
+    checkpoint = read.checkpoint
+    parameters = read.counts or count_parameters(checkpoint, read.tallies)
+    if "config.json" not in checkpoint.json_files:
+        raise ConfigError(f"{checkpoint.name}: no config.json: the layers cannot be sized for training")
+    arch = parse_architecture(checkpoint.config)
+    modules = modules_of(checkpoint)
+    estimate = estimate_training(checkpoint, arch, settings, None, modules)
+    if gpus is None:
+        from .gpus import DEFAULT_GPUS, builtin_gpus, find_gpu
+
+        gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GPUS]
+    fits = tuple(train_fit(checkpoint, arch, settings, g, modules) for g in gpus)
+    return TrainReport(source, checkpoint, parameters, arch, estimate, fits)

@@ -13,28 +13,49 @@ from .text import markdown_text, terminal_safe
 
 def _fit_or_blank(value: Callable[[CheckResult], str]) -> Callable[[CheckResult], str]:
     """A column that shows only for a model that fits."""
-    return lambda r: value(r) if r.fit and r.fit.fits and r.fit.per_gpu is not None else ""
+    return lambda r: value(r) if r.error is None and r.fits else ""
 
 
 def _detail(r: CheckResult) -> str:
+    if r.error is not None:
+        return r.error
+    if r.train is not None:
+        t = r.train
+        what = f"{t.estimate.settings.method}, {t.estimate.precision}"
+        if t.fits:
+            return what
+        more = f"; {t.gpus_needed} GPUs with ZeRO-{t.gpus_needed_zero}" if t.gpus_needed else ""
+        return f"{what}: needs {t.estimate.total_bytes / 2**30:.1f} of {t.usable_bytes / 2**30:.1f} GiB{more}"
     f = r.fit
-    if f and f.fits and f.per_gpu is not None:
+    if r.fits:
         return r.native_note or ""
-    return r.error or (f.reason if f else "")
+    return f.reason if f else ""
+
+
+def _precision(r: CheckResult) -> str:
+    if r.malformed:
+        return ""
+    return r.train.estimate.precision if r.train else r.spec.precision
+
+
+def _context(r: CheckResult) -> str:
+    if not r.context_tokens:
+        return ""
+    batch = r.train.estimate.settings.micro_batch_size if r.train else r.spec.batch_size
+    return f"{r.context_tokens:,} x {batch}"
 
 
 SUMMARY_COLUMNS: list[Column[CheckResult]] = [
     Column("#", "left", lambda r: str(r.position or "")),
     Column("model", "left", lambda r: r.spec.id + (f"@{r.spec.revision}" if r.spec.revision else "")),
-    Column("GPU", "left", lambda r: r.fit.gpu.name if r.fit else (r.spec.gpu or "")),
-    Column("precision", "left", lambda r: "" if r.malformed else r.spec.precision),
-    Column("context", "left", lambda r: f"{r.context_tokens:,} x {r.spec.batch_size}" if r.context_tokens else ""),
+    Column("GPU", "left", lambda r: r.gpu_name or r.spec.gpu or ""),
+    Column("precision", "left", _precision),
+    Column("context", "left", _context),
     Column("result", "left", lambda r: r.status),
-    Column("GPUs", "left", _fit_or_blank(lambda r: f"{r.fit.tensor_parallel_size}" if r.fit else "")),
+    Column("GPUs", "left", _fit_or_blank(lambda r: f"{r.gpus_used}")),
     Column("per GPU", "left", _fit_or_blank(
-        lambda r: f"{r.fit.per_gpu.total_bytes / 2**30:.1f} / {r.fit.usable_bytes / 2**30:.1f} GiB"
-        if r.fit and r.fit.per_gpu else "")),
-    Column("longest context", "left", _fit_or_blank(lambda r: f"{r.fit.max_context_tokens:,}" if r.fit else "")),
+        lambda r: "{:.1f} / {:.1f} GiB".format(*(b / 2**30 for b in r.per_gpu_bytes)) if r.per_gpu_bytes else "")),
+    Column("longest context", "left", _fit_or_blank(lambda r: f"{r.longest_tokens:,}" if r.longest_tokens else "")),
     Column("detail", "left", _detail),
 ]
 _MARKS = {"fits": "✅ fits", "does not fit": "❌ does not fit", "error": "⚠️ error"}

@@ -29,6 +29,7 @@ from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES
 from .limits import MAX_GPUS, MAX_TOKENS
+from .train import METHODS, OPTIMIZERS, TRAIN_PRECISIONS, TrainFit, TrainSettings, train_fit
 from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
 
 if TYPE_CHECKING:
@@ -51,6 +52,26 @@ class CheckSpec:
     vllm_version: str | None = None
     entrypoint: str = "serve"
     dtype: str = "auto"
+    # Training (`method` set): the fit of one fine-tuning step, `hfmem train`'s options.
+    method: str | None = None
+    lora_r: int | None = None
+    lora_target: str | None = None
+    optimizer: str | None = None
+    train_precision: str | None = None
+    seq_len: int | None = None
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool | None = None
+    zero: int | None = None
+
+    @property
+    def training(self) -> bool:
+        return self.method is not None
+
+    def train_settings(self) -> TrainSettings:
+        given = {k: getattr(self, k) for k in TRAIN_KEYS if getattr(self, k) is not None}
+        if isinstance(given.get("lora_target"), str):
+            given["lora_target"] = tuple(t.strip() for t in given["lora_target"].split(",") if t.strip())
+        return TrainSettings(count=self.count or 1, **given)
 
     def settings(self) -> Settings:
         return Settings(max_model_len=self.max_model_len, batch_size=self.batch_size,
@@ -60,6 +81,11 @@ class CheckSpec:
                                                 dtype=self.dtype))
 
 
+TRAIN_KEYS = ("method", "lora_r", "lora_target", "optimizer", "train_precision", "seq_len", "micro_batch_size",
+              "gradient_checkpointing", "zero")
+#: vLLM's options, which mean nothing for a training check.
+SERVING_KEYS = ("precision", "max_model_len", "batch_size", "kv_cache_dtype", "gpu_memory_utilization",
+                "vllm_version", "entrypoint", "dtype")
 DEFAULT_KEYS = frozenset(f.name for f in fields(CheckSpec)) - {"id", "revision"}
 ENTRY_KEYS = frozenset(f.name for f in fields(CheckSpec))
 
@@ -71,6 +97,7 @@ class CheckResult:
     spec: CheckSpec
     position: int  # the entry's number in the file, from 1; 0 for a model named on the command line
     fit: Fit | None = None
+    train: TrainFit | None = None
     revision_sha: str | None = None
     context_tokens: int | None = None
     native_note: str | None = None
@@ -82,8 +109,39 @@ class CheckResult:
     def exit_code(self) -> int:
         if self.error_code is not None:
             return self.error_code
-        assert self.fit is not None
-        return int(ExitCode.OK if self.fit.fits else ExitCode.DOES_NOT_FIT)
+        return int(ExitCode.OK if self.fits else ExitCode.DOES_NOT_FIT)
+
+    @property
+    def fits(self) -> bool:
+        if self.train is not None:
+            return self.train.fits
+        return self.fit is not None and self.fit.fits and self.fit.per_gpu is not None
+
+    @property
+    def gpu_name(self) -> str | None:
+        f = self.train or self.fit
+        return f.gpu.name if f else None
+
+    @property
+    def per_gpu_bytes(self) -> tuple[int, int] | None:
+        """(needed, usable) bytes per GPU."""
+        if self.train is not None:
+            return self.train.estimate.total_bytes, self.train.usable_bytes
+        if self.fit is not None and self.fit.per_gpu is not None:
+            return self.fit.per_gpu.total_bytes, self.fit.usable_bytes
+        return None
+
+    @property
+    def gpus_used(self) -> int | None:
+        if self.train is not None:
+            return self.train.count
+        return self.fit.tensor_parallel_size if self.fit else None
+
+    @property
+    def longest_tokens(self) -> int | None:
+        if self.train is not None:
+            return self.train.max_seq_len
+        return self.fit.max_context_tokens if self.fit else None
 
     @property
     def status(self) -> str:
@@ -100,7 +158,7 @@ class CheckResult:
             "status": self.status,
             "exit_code": self.exit_code,
             "context_tokens": self.context_tokens,
-            "fit": self.fit.to_dict() if self.fit else None,
+            "fit": self.fit.to_dict() if self.fit else self.train.to_dict() if self.train else None,
             "note": self.native_note,
             "error": self.error,
         }
@@ -159,6 +217,24 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
         elif key == "dtype":
             ok = isinstance(value, str) and value.strip().lower() in DTYPES
             want = "one of auto, bfloat16, float16, float32"
+        elif key in ("lora_r", "seq_len", "micro_batch_size"):
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_TOKENS
+            want = f"a whole number from 1 to {MAX_TOKENS:,}"
+        elif key == "zero":
+            ok = value in (0, 1, 2, 3) and not isinstance(value, bool)
+            want = "a ZeRO stage: 0, 1, 2 or 3"
+        elif key == "gradient_checkpointing":
+            ok = isinstance(value, bool)
+            want = "true or false"
+        elif key in ("method", "optimizer", "train_precision"):
+            allowed_values = {"method": METHODS, "optimizer": OPTIMIZERS, "train_precision": TRAIN_PRECISIONS}[key]
+            ok = value in allowed_values
+            want = "one of " + ", ".join(allowed_values)
+        elif key == "lora_target":
+            ok = isinstance(value, str) and value.strip() != "" or isinstance(value, list) and bool(value) and all(
+                isinstance(v, str) and v.strip() for v in value)
+            want = 'module names ("q_proj,v_proj" or a list) or "all-linear"'
+            value = ",".join(value) if ok and isinstance(value, list) else value
         elif key == "gpu_memory_utilization":
             # (a comparison, not math.isfinite, which overflows on a 400-digit integer; NaN fails it)
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
@@ -169,6 +245,28 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
             raise EntryError(f"{where}: {key} must be {want}, not {value!r}")
         out[key] = value
     return out
+
+
+def make_spec(values: Mapping[str, Any], where: str = "command line") -> CheckSpec:
+    """A CheckSpec from validated values: a training check (`method` set) takes `hfmem train`'s keys
+    and none of vLLM's; a serving check none of training's (EntryError otherwise)."""
+    if values.get("method") is not None:
+        serving = sorted(k for k in SERVING_KEYS if k in values)
+        if serving:
+            raise EntryError(f"{where}: {serving[0]} is a serving (vLLM) setting; a training check (method = "
+                             f"{values['method']!r}) takes seq_len, micro_batch_size and the training keys")
+    else:
+        training = sorted(k for k in TRAIN_KEYS if k in values)
+        if training:
+            raise EntryError(f"{where}: {training[0]} is a training setting: set method (full, lora, qlora or "
+                             "freeze) to check fine-tuning")
+    spec = CheckSpec(**values)
+    if spec.training:
+        try:
+            spec.train_settings()
+        except UsageError as e:
+            raise EntryError(f"{where}: {e}") from None
+    return spec
 
 
 def load_models_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -200,7 +298,7 @@ def load_models_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
                 raise EntryError(f"{where}: must be a table")
             if "id" not in entry:
                 raise EntryError(f"{where}: has no id")
-            out.append(CheckSpec(**{**base, **_validate(entry, where, ENTRY_KEYS)}))
+            out.append(make_spec({**base, **_validate(entry, where, ENTRY_KEYS)}, where))
         except EntryError as e:
             spec = CheckSpec(id=name if isinstance(name, str) else "?")
             out.append(CheckResult(spec, i, error=str(e), error_code=int(e.exit_code), malformed=True))
@@ -221,6 +319,10 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
     if report.architecture is None:
         why = report.architecture_error or "no config.json"
         raise ConfigError(f"{report.checkpoint.name}: {why}; cannot check")
+    if spec.training:
+        tf = train_fit(report.checkpoint, report.architecture, spec.train_settings(), target)
+        return CheckResult(spec, position, train=tf, revision_sha=report.checkpoint.sha,
+                           context_tokens=spec.train_settings().seq_len)
     settings = spec.settings()
     precision = Precision(spec.precision)
     result = fit(report.architecture, report.parameters, precision, target, settings, spec.count)
@@ -235,7 +337,8 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
                 f"(vllm/config/model.py _resolve_auto_dtype)")
     context = result.context_tokens or resolve_context(report.architecture, spec.max_model_len,
                                                        settings.assumptions)[0]
-    return CheckResult(spec, position, result, report.checkpoint.sha, context, note)
+    return CheckResult(spec, position, result, revision_sha=report.checkpoint.sha, context_tokens=context,
+                       native_note=note)
 
 
 def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: Sequence[GPU], *,

@@ -337,6 +337,79 @@ def inspect_cmd(
         sys.stdout.write(render_table(report, files=files, precisions=shown))
 
 
+class MethodChoice(str, Enum):
+    full = "full"
+    lora = "lora"
+    qlora = "qlora"
+    freeze = "freeze"
+
+
+class OptimizerChoice(str, Enum):
+    adamw = "adamw"
+    adamw_8bit = "adamw-8bit"
+    paged_adamw_8bit = "paged-adamw-8bit"
+    adafactor = "adafactor"
+    sgd = "sgd"
+    sgd_momentum = "sgd-momentum"
+
+
+class TrainPrecisionChoice(str, Enum):
+    bf16_mixed = "bf16-mixed"
+    fp16_mixed = "fp16-mixed"
+    bf16_true = "bf16-true"
+    fp16_true = "fp16-true"
+    true32 = "32-true"
+
+
+class AttnChoice(str, Enum):
+    eager = "eager"
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+
+
+class OffloadChoice(str, Enum):
+    none = "none"
+    optimizer = "optimizer"
+    optimizer_params = "optimizer+params"
+
+
+# `hfmem train`'s options carry PEFT's, transformers', Lightning's and DeepSpeed's names.
+MethodOpt = Annotated[MethodChoice, typer.Option("--method", case_sensitive=False,
+                                                 help="full, lora, qlora (NF4 base) or freeze (the last 2 layers).")]
+LoraROpt = Annotated[int, typer.Option("--lora-r", parser=Bounded(int, 1, 65536), help="LoRA rank (PEFT's r).")]
+LoraTargetOpt = Annotated[
+    str | None,
+    typer.Option("--lora-target", metavar="NAMES|all-linear", show_default=False,
+                 help="Modules LoRA adapts, comma-separated (q_proj,v_proj), or all-linear (default: PEFT's "
+                 "mapping for the model type)."),
+]
+LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", parser=Bounded(float, 0, 0.99),
+                                               help="Above 0 keeps each adapted module's dropped input.")]
+OptimizerOpt = Annotated[OptimizerChoice, typer.Option("--optimizer", case_sensitive=False, help="Optimizer.")]
+TrainPrecisionOpt = Annotated[
+    TrainPrecisionChoice | None,
+    typer.Option("--train-precision", case_sensitive=False, show_default=False,
+                 help="Lightning's precision (default: bf16-mixed where the GPU has bf16, else fp16-mixed)."),
+]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", parser=_tokens("tokens"), help="Tokens per sequence.")]
+MicroBatchOpt = Annotated[int, typer.Option("--micro-batch-size", parser=Bounded(int, 1, 1 << 16, unit=" sequences"),
+                                            help="Sequences per GPU per step (gradient accumulation adds nothing).")]
+CheckpointingOpt = Annotated[bool, typer.Option(
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    help="Recompute each layer in the backward (transformers' Trainer default: off).")]
+AttnOpt = Annotated[AttnChoice, typer.Option("--attn-implementation", case_sensitive=False,
+                                             help="transformers' attention implementation.")]
+FusedCeOpt = Annotated[bool, typer.Option(
+    "--fused-cross-entropy", help="A fused or chunked linear cross-entropy (Liger, torchtune, Unsloth): no logits.")]
+TrainEmbeddingsOpt = Annotated[bool, typer.Option(
+    "--train-embeddings", help="Also train the embeddings and lm_head (PEFT modules_to_save).")]
+ZeroOpt = Annotated[int, typer.Option("--zero", parser=Bounded(int, 0, 3),
+                                      help="DeepSpeed ZeRO stage over --count GPUs (3 = FSDP full shard).")]
+FsdpOpt = Annotated[bool, typer.Option("--fsdp", help="FSDP full sharding (the same as --zero 3).")]
+OffloadOpt = Annotated[OffloadChoice, typer.Option("--offload", case_sensitive=False,
+                                                   help="What DeepSpeed moves to host memory.")]
+
+
 CountOpt = Annotated[
     int | None, typer.Option("--count", parser=Bounded(int, 1, MAX_GPUS, unit=" GPUs"),
                              help="GPUs available (default: the fewest that fit, up to 8).")
@@ -379,22 +452,47 @@ def check_cmd(
                                                    help="`vllm serve` (default) or `LLM()`.")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", metavar="DTYPE", show_default=False,
                                               help="As vLLM's --dtype (default auto).")] = None,
+    method: Annotated[MethodChoice | None, typer.Option(
+        "--method", case_sensitive=False, show_default=False,
+        help="Check fine-tuning instead of serving: full, lora, qlora or freeze (as `hfmem train`).")] = None,
+    lora_r: Annotated[int | None, typer.Option("--lora-r", parser=Bounded(int, 1, 65536), show_default=False,
+                                               help="LoRA rank (default 16).")] = None,
+    lora_target: LoraTargetOpt = None,
+    optimizer: Annotated[OptimizerChoice | None, typer.Option("--optimizer", case_sensitive=False,
+                                                              show_default=False, help="Optimizer (default adamw).")
+                         ] = None,
+    train_precision: TrainPrecisionOpt = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", parser=_tokens("tokens"), show_default=False,
+                                                help="Training tokens per sequence (default 2048).")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(
+        "--micro-batch-size", parser=Bounded(int, 1, 1 << 16, unit=" sequences"), show_default=False,
+        help="Training sequences per GPU per step (default 1).")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing", show_default=False,
+        help="Training: recompute each layer in the backward (default off).")] = None,
+    zero: Annotated[int | None, typer.Option("--zero", parser=Bounded(int, 0, 3), show_default=False,
+                                             help="Training: DeepSpeed ZeRO stage over --count GPUs.")] = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Exit 0 if the model fits on the GPU(s), 3 if it does not, an error code otherwise; say why.
+    With --method, the check is of one fine-tuning step (as `hfmem train`), not of serving.
 
     With --models FILE, every entry is checked and the exit code is the highest error code if any
     entry errored, else 3 if any does not fit, else 0."""
     from .api import load_gpus
     from .check_report import render_summary
-    from .checks import CheckSpec, evaluate, load_models_file, run_checks
+    from .checks import evaluate, load_models_file, make_spec, run_checks
     from .errors import UsageError
 
     given: dict[str, Any] = {k: v for k, v in dict(gpu=gpu, count=count, precision=precision and precision.value,
                                    max_model_len=max_model_len, batch_size=batch_size,
                                    kv_cache_dtype=kv_cache_dtype,
                                    gpu_memory_utilization=gpu_memory_utilization, vllm_version=vllm_version,
-                                   entrypoint=entrypoint, dtype=dtype).items() if v is not None}
+                                   entrypoint=entrypoint, dtype=dtype, method=method and method.value,
+                                   lora_r=lora_r, lora_target=lora_target, optimizer=optimizer and optimizer.value,
+                                   train_precision=train_precision and train_precision.value, seq_len=seq_len,
+                                   micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
+                                   zero=zero).items() if v is not None}
     if (model is None) == (models is None):
         raise UsageError("give either a MODEL or --models FILE")
     if models is not None and revision is not None:
@@ -407,7 +505,7 @@ def check_cmd(
         assert model is not None
         if gpu is None:
             raise UsageError("--gpu is required with a MODEL (e.g. --gpu h100)")
-        spec = CheckSpec(id=model, revision=revision, **given)
+        spec = make_spec(dict(id=model, revision=revision, **given))
         report = _read(model, settings_read, revision=revision, token=token, offline=offline, quiet=quiet,
                        deadline=deadline, gpus=())
         results = [evaluate(spec, report, gpus)]
@@ -417,9 +515,9 @@ def check_cmd(
             import json
 
             r = results[0]
-            assert r.fit is not None
+            fit_dict = r.train.to_dict() if r.train else r.fit.to_dict() if r.fit else {}
             sys.stdout.write(json.dumps({"model": model, "revision": r.revision_sha, "exit_code": r.exit_code,
-                                         "context_tokens": r.context_tokens, **r.fit.to_dict()}, indent=2) + "\n")
+                                         "context_tokens": r.context_tokens, **fit_dict}, indent=2) + "\n")
         else:
             sys.stdout.write(render_summary(results, fmt.value))
     else:
@@ -446,6 +544,8 @@ def _check_line(r: Any) -> str:
     """One line saying whether and how the model fits, and why."""
     from .report import gib
 
+    if r.train is not None:
+        return _train_check_line(r)
     f, s = r.fit, r.spec
     if not (f.fits and f.per_gpu is not None):
         return f"does not fit: {s.id} ({s.precision}): {f.reason}\n"
@@ -454,6 +554,84 @@ def _check_line(r: Any) -> str:
             f"{gib(f.per_gpu.total_bytes)} of {gib(f.usable_bytes)} usable per GPU at {r.context_tokens:,} tokens "
             f"x {s.batch_size}; longest context {f.max_context_tokens:,} tokens; largest batch {f.max_batch_size}; "
             f"decode <= {f.decode_tokens_per_s_bound:.0f} tokens/s per sequence (bandwidth bound)\n")
+
+
+@app.command("train")
+def train_cmd(
+    model: ModelArg,
+    method: MethodOpt = MethodChoice.lora,
+    lora_r: LoraROpt = 16,
+    lora_target: LoraTargetOpt = None,
+    lora_dropout: LoraDropoutOpt = 0.0,
+    train_embeddings: TrainEmbeddingsOpt = False,
+    optimizer: OptimizerOpt = OptimizerChoice.adamw,
+    train_precision: TrainPrecisionOpt = None,
+    seq_len: SeqLenOpt = 2048,
+    micro_batch_size: MicroBatchOpt = 1,
+    gradient_checkpointing: CheckpointingOpt = False,
+    attn_implementation: AttnOpt = AttnChoice.sdpa,
+    fused_cross_entropy: FusedCeOpt = False,
+    count: Annotated[int, typer.Option("--count", parser=Bounded(int, 1, MAX_GPUS, unit=" GPUs"),
+                                       help="Data-parallel GPUs.")] = 1,
+    zero: ZeroOpt = 0,
+    fsdp: FsdpOpt = False,
+    offload: OffloadOpt = OffloadChoice.none,
+    gpu: Annotated[list[str] | None, typer.Option(
+        "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
+        "H200).", show_default=False)] = None,
+    gpus_file: GpusFileOpt = None,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_: JsonOpt = False,
+    offline: OfflineOpt = False,
+    refresh: RefreshOpt = False,
+    quiet: QuietOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Fine-tuning memory per GPU (full, LoRA, QLoRA, freeze) from the model's real tensor shapes."""
+    from .api import gpu_set, train_model, train_settings
+    from .errors import UsageError
+    from .train_report import render_train_json, render_train_markdown, render_train_table
+
+    if fsdp and zero not in (0, 3):
+        raise UsageError(f"--fsdp is full sharding (ZeRO-3): it contradicts --zero {zero}")
+    settings = train_settings(
+        method=method.value, lora_r=lora_r, lora_target=lora_target, lora_dropout=lora_dropout,
+        train_embeddings=train_embeddings, optimizer=optimizer.value,
+        train_precision=train_precision.value if train_precision else None, seq_len=seq_len,
+        micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
+        attn_implementation=attn_implementation.value, fused_cross_entropy=fused_cross_entropy, count=count,
+        zero=3 if fsdp else zero, offload=offload.value)
+    gpus = gpu_set(gpu, gpus_file) if gpu or gpus_file else None
+    with _progress_bar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = train_model(model, settings, revision=revision, token=token, offline=offline or None,
+                             refresh=refresh, progress=bar, gpus=gpus, deadline=time.monotonic() + timeout)
+    if json_ or fmt is OutputFormat.json:
+        sys.stdout.write(render_train_json(report))
+    elif fmt is OutputFormat.markdown:
+        sys.stdout.write(render_train_markdown(report))
+    else:
+        sys.stdout.write(render_train_table(report))
+
+
+def _train_check_line(r: Any) -> str:
+    from .report import gib
+
+    t, s = r.train, r.spec
+    e = t.estimate
+    what = (f"{s.id} ({e.settings.method}, {e.precision}, --seq-len {e.settings.seq_len:,} x "
+            f"{e.settings.micro_batch_size})")
+    where = f"{t.count} x {t.gpu.name}" + (f" (ZeRO-{t.zero})" if t.zero else "")
+    if not t.fits:
+        more = f"; {t.gpus_needed} GPUs with ZeRO-{t.gpus_needed_zero} would" if t.gpus_needed else ""
+        if t.fits_with_checkpointing:
+            more = "; it fits with --gradient-checkpointing" + more
+        longest = f"; longest --seq-len that fits {t.max_seq_len:,}" if t.max_seq_len else ""
+        return (f"does not fit: {what} on {where}: needs {gib(e.total_bytes)} of {gib(t.usable_bytes)} per GPU"
+                f"{longest}{more}\n")
+    return (f"fits: {what} on {where}: {gib(e.total_bytes)} of {gib(t.usable_bytes)} per GPU; longest --seq-len "
+            f"{t.max_seq_len:,}; largest --micro-batch-size {t.max_micro_batch_size}\n")
 
 
 cache_app = typer.Typer(

@@ -130,6 +130,12 @@ EXPECTED = {
     "Sachinkelenjaguri--sa_T5_Table_to_text.json": ("t5", 12, 768, 12, 12, 64, 32128, 512, {"full_attention": 12},
                                                     None, attn(12, 12, 64)),
     # T5-11B: d_kv 128 although d_model / num_heads is 8.
+    # Qwen (v1), remote code: n_embd / n_layer / n_head / kv_channels read by their aliases; context
+    # n_positions 6144.
+    "Qwen--Qwen-7B-Chat.json": ("qwen", 32, 4096, 32, 32, 128, 151936, 6144, {"full_attention": 32}, None,
+                                attn(32, 32, 128)),
+    "meta-llama--Llama-3.2-3B-Instruct.json": ("llama", 28, 3072, 24, 8, 128, 128256, 131072,
+                                               {"full_attention": 28}, None, attn(28, 8, 128)),
     "philschmid--t5-11b-sharded.json": ("t5", 24, 1024, 128, 128, 128, 32128, 512, {"full_attention": 24}, None,
                                         attn(24, 128, 128)),
 }
