@@ -20,7 +20,15 @@ from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
-from .train import TrainFit, TrainingEstimate, TrainSettings, estimate_training, modules_of, rules_of_thumb, train_fit
+from .train import (
+    TrainFit,
+    TrainingEstimate,
+    TrainSettings,
+    estimate_training,
+    modules_of,
+    rules_of_thumb,
+    train_fit,
+)
 
 JSON_SCHEMA = "hfmem/1"
 

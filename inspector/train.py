@@ -44,7 +44,8 @@ OFFLOADS = ("none", "optimizer", "optimizer+params")
 ALL_LINEAR = "all-linear"
 
 # PEFT's default LoRA targets per model_type, used when target_modules is not given
-# (peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, PEFT 0.17).
+# (src/peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, PEFT v0.20.0, the entries
+# for decoder models; a type it does not list makes PEFT raise, lora/model.py).
 PEFT_DEFAULT_TARGETS: Mapping[str, tuple[str, ...]] = {
     "t5": ("q", "v"), "mt5": ("q", "v"), "bart": ("q_proj", "v_proj"), "gpt2": ("c_attn",),
     "bloom": ("query_key_value",), "blip-2": ("q", "v", "q_proj", "v_proj"), "opt": ("q_proj", "v_proj"),
@@ -57,7 +58,7 @@ PEFT_DEFAULT_TARGETS: Mapping[str, tuple[str, ...]] = {
     "codegen": ("qkv_proj",), "mistral": ("q_proj", "v_proj"), "mixtral": ("q_proj", "v_proj"),
     "stablelm": ("q_proj", "v_proj"), "phi": ("q_proj", "v_proj", "fc1", "fc2"), "gemma": ("q_proj", "v_proj"),
     "gemma2": ("q_proj", "v_proj"), "gemma3_text": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj"),
-    "qwen3": ("q_proj", "v_proj"), "phi3": ("qkv_proj",),
+    "qwen3": ("q_proj", "v_proj"),
 }
 
 
@@ -259,6 +260,9 @@ def resolve_targets(modules: Sequence[Module], arch: Architecture, settings: Tra
 # compress_statistics: quantize_blockwise(absmax, blocksize=256)); Dettmers et al. 2023 §3 give the
 # same 0.127 bits per parameter (8/64 + 32/(64*256)).
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+# ... and per quantized Linear, its two fp32 code books: quant_map [16] and nested_quant_map [256]
+# (QuantState.as_dict; bitsandbytes 0.49.2 run on one Llama-3-8B layer, fixtures/bnb/).
+NF4_MODULE_BYTES = 16 * 4 + 256 * 4
 # bitsandbytes' 8-bit optimizers keep 32-bit states for tensors under 4096 elements
 # (bitsandbytes/optim/optimizer.py Optimizer8bit: min_8bit_size=4096) and quantize the rest blockwise,
 # one fp32 absmax per 256 elements (functional.py optimizer_update_8bit_blockwise, blocksize 256).
@@ -412,7 +416,7 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
     if method == "qlora":
         blocks = [m for m in linear_modules(modules) if m.layer is not None]
         nf4 = sum(m.params for m in blocks)
-        frozen = int(nf4 * NF4_BYTES_PER_PARAM) + (all_params - nf4) * lay.act
+        frozen = nf4_bytes(blocks) + (all_params - nf4) * lay.act
         frozen_formula = (f"{nf4:,} block linear params x {NF4_BYTES_PER_PARAM:.4f} B (NF4 + double-quantized "
                           f"absmax) + {all_params - nf4:,} others x {lay.act} B")
     elif scheme:
@@ -481,6 +485,17 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
     terms.append(Term("cuda_context", "CUDA context", CUDA_CONTEXT_BYTES, "PyTorch's, CUDA >= 11.7 lazy loading"))
     return TrainingEstimate(settings, precision, all_params, trainable_params,
                             tuple(sorted({m.short for m in targets})), tuple(terms), host, gpu)
+
+
+def nf4_bytes(linears: Iterable[Module]) -> int:
+    """bitsandbytes' NF4 with double quantization, as it stores each Linear's weight: two codes per
+    byte, a uint8 absmax per 64, an fp32 absmax per 256 of those, and the two code books."""
+    total = 0
+    for m in linears:
+        n = m.in_features * m.out_features
+        blocks = -(-n // 64)
+        total += -(-n // 2) + blocks + 4 * -(-blocks // 256) + NF4_MODULE_BYTES
+    return total
 
 
 def _ceil_div(a: int, b: int) -> int:
