@@ -63,3 +63,14 @@ def test_the_schema_refuses_what_breaks_the_contract(capsys) -> None:
     for broken in ({**doc, "weights_bytes": "12"}, {k: v for k, v in doc.items() if k != "fit"},
                    {**doc, "fit": [{**doc["fit"][0], "max_context_tokens": -1}]}):
         assert list(VALIDATOR.iter_errors(broken))
+
+
+@pytest.mark.parametrize("args", [["--method", "lora"], ["--method", "qlora", "--gpu", "t4"],
+                                  ["--method", "full", "--count", "8", "--zero", "3", "--offload", "optimizer"]])
+def test_train_json(args: list[str], capsys) -> None:
+    llama = str(SNAPSHOTS.relative_to(ROOT) / "meta-llama--Llama-2-7b-hf.json")
+    assert run(["train", llama, *args, "--json"]) == 0
+    _valid(json.loads(capsys.readouterr().out))
+    code = run(["check", llama, "--gpu", "rtx4090", *args[:2], "--json"])
+    assert code in (0, 3)
+    _valid(json.loads(capsys.readouterr().out))
