@@ -224,6 +224,9 @@ GpusFileOpt = Annotated[
     typer.Option("--gpus-file", metavar="FILE", help="Extra GPUs in TOML, as inspector/data/gpus.toml "
                  "(also HFMEM_GPUS_FILE)."),
 ]
+GpuListOpt = Annotated[list[str] | None, typer.Option(
+    "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
+    "H200).", show_default=False)]
 EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs (as vLLM's --enforce-eager).")]
 VllmVersionOpt = Annotated[
     str | None,
@@ -298,9 +301,7 @@ def inspect_cmd(
     vllm_version: VllmVersionOpt = None,
     entrypoint: EntrypointOpt = "serve",
     dtype: DtypeOpt = "auto",
-    gpu: Annotated[list[str] | None, typer.Option(
-        "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
-        "H200).", show_default=False)] = None,
+    gpu: GpuListOpt = None,
     gpus_file: GpusFileOpt = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
@@ -576,9 +577,7 @@ def train_cmd(
     zero: ZeroOpt = 0,
     fsdp: FsdpOpt = False,
     offload: OffloadOpt = OffloadChoice.none,
-    gpu: Annotated[list[str] | None, typer.Option(
-        "--gpu", help="GPU for the fit table; repeat for several (default: RTX 4090, L40S, A100 80GB, H100, "
-        "H200).", show_default=False)] = None,
+    gpu: GpuListOpt = None,
     gpus_file: GpusFileOpt = None,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
