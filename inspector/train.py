@@ -376,6 +376,11 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
     _refuse_unmodelled(arch, settings)
     modules = modules_of(cp) if modules is None else modules
     scheme = quant_scheme(cp.quantization_config)
+    if scheme and scheme.method == "mxfp4":
+        # No training kernels read MXFP4: transformers dequantizes it to bf16 for fine-tuning
+        # (Mxfp4Config(dequantize=True); "no MXFP4 training support in the community for GPT-OSS",
+        # NVIDIA ModelOpt team, lmsys.org blog "Fine-tune and deploy gpt-oss MXFP4", Aug 2025).
+        scheme = None
     if scheme and settings.method in ("full", "freeze"):
         raise UsageError(f"{settings.method} fine-tuning needs float weights; this checkpoint is {scheme.method}-"
                          "quantized (use --method lora on it, or the unquantized model)")
@@ -571,15 +576,18 @@ def activation_bytes(arch: Architecture, modules: Sequence[Module], targets: Seq
         (peft/tuners/lora/layer.py Linear.forward, `x = self._cast_input_dtype(x, lora_A.weight.dtype)`),
         and autocast casts it back for the matmul, so lora_A saves a 16-bit copy; with dropout it
         saves the dropped input and the mask (1 B) instead."""
-        n = 0
+        n = 0.0
         for m in adapted:
             if roles[m.name] not in role:
                 continue
+            # a routed expert sees top-k of the experts' tokens: k / E of every token on average
+            share = (arch.num_experts_per_tok or 1) / arch.num_experts if ".experts." in m.name and \
+                arch.num_experts else 1.0
             if settings.lora_dropout > 0:
-                n += m.in_features * (a + 1)
+                n += share * m.in_features * (a + 1)
             elif lay.weight != a and not full_weights:  # fp32 adapters over a 16-bit base
-                n += m.in_features * a
-        return n
+                n += share * m.in_features * a
+        return int(n)
 
     norm = 4 if arch.model_type not in _LAYERNORM_MODELS and a == 2 else a
     # The MLP's width and whether it is gated, from the first layer's real shapes: two input-side

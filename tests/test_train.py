@@ -186,3 +186,21 @@ def test_check_method_is_a_ci_gate(tmp_path: Path, capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in doc["results"]] == ["fits", "does not fit", "error"]
     assert "serving (vLLM) setting" in doc["results"][2]["error"] and code == 2
+
+
+def test_mxfp4_is_trained_dequantized_and_experts_see_top_k_tokens() -> None:
+    oss = train(str((SNAPSHOTS / "openai--gpt-oss-20b.json").relative_to(ROOT)), lora_target=("all-linear",))
+    assert oss.training.term("frozen_weights") == 2 * oss.training.all_params
+    qwen_moe = str((SNAPSHOTS / "Qwen--Qwen3-30B-A3B.json").relative_to(ROOT))
+    attention_only = train(qwen_moe, lora_target=("q_proj", "v_proj")).training.term("activations")
+    every_expert = train(qwen_moe, lora_target=("all-linear",)).training.term("activations")
+    # all-linear adds each adapted module's 16-bit input copy; an expert's copy holds only the
+    # tokens routed to it (8 of 128 experts per token), not every token: by hand, per token and layer,
+    # the 128 experts' gate/up/down copies are 128 x (2048 + 2048 + 768) x 2 B x 8 / 128
+    tokens_layers = 2048 * 48
+    experts = 128 * (2048 + 2048 + 768) * 2 * 8 // 128
+    # k_proj's and o_proj's copies (q and v are adapted in both), and o_proj's input itself, which
+    # SDPA's path copies (transpose + reshape) and a trained o_proj keeps: 32 heads x 128
+    attention = (2048 + 4096) * 2 + 32 * 128 * 2
+    router = 2048 * 2
+    assert every_expert - attention_only == tokens_layers * (experts + attention + router)
