@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, ReadResult, load_snapshot
@@ -20,17 +20,21 @@ from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
 from .params import ParameterCount, count_parameters, quant_scheme
 from .source import Source, SourceKind, parse_source
-from .train import (
-    TrainFit,
-    TrainingEstimate,
-    TrainSettings,
-    estimate_training,
-    modules_of,
-    rules_of_thumb,
-    train_fit,
-)
+
+if TYPE_CHECKING:
+    from .train import TrainFit, TrainingEstimate, TrainSettings
 
 JSON_SCHEMA = "hfmem/1"
+
+
+def __getattr__(name: str) -> Any:
+    """`inspector.api.TrainSettings`, imported when first asked for: `hfmem MODEL` never loads the
+    training module (its dataclasses cost ~10 ms of start-up)."""
+    if name == "TrainSettings":
+        from .train import TrainSettings
+
+        return TrainSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,8 @@ class TrainReport:
 
     @property
     def rules_of_thumb(self) -> list[tuple[str, int]]:
+        from .train import rules_of_thumb
+
         return rules_of_thumb(self.training, self.parameters.weights_bytes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -308,6 +314,8 @@ class TrainReport:
 def train_settings(**options: Any) -> TrainSettings:
     """TrainSettings from the CLI's or a models file's options (None keeps the default); a value
     hfmem does not know is a UsageError before anything is read."""
+    from .train import TrainSettings
+
     given = {k: v for k, v in options.items() if v is not None}
     target = given.get("lora_target")
     if isinstance(target, str):
@@ -332,11 +340,14 @@ def train_model(
     """Read a model's metadata and estimate one fine-tuning step's peak memory per GPU, and where it
     fits (`gpus`, default shared/DESIGN.md's set). Raises an HfmemError subclass on bad input.
 
+        >>> from inspector.api import TrainSettings
         >>> r = train_model("fixtures/snapshots/meta-llama--Llama-2-7b-hf.json",
         ...                 TrainSettings(lora_r=8, lora_target=("q_proj", "v_proj")), gpus=())
         >>> r.training.trainable_params
         4194304
     """
+    from .train import estimate_training, modules_of, train_fit
+
     source = model if isinstance(model, Source) else parse_source(model, revision, validate=False)
     read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
                            deadline=deadline)

@@ -365,7 +365,7 @@ class _Group:
         self.prefix = m.start() if m else 0
         self.fused = t.shape[0] if self.is_expert and self.expert is None and len(t.shape) >= 2 else 0
         logical = self.logical
-        self.linear = (name.endswith(_LINEAR_SUFFIXES) and bool(_BLOCK.search(name)) and not _KEEP_16BIT.search(name)
+        self.linear = (name.endswith(_LINEAR_SUFFIXES) and bool(BLOCK.search(name)) and not _KEEP_16BIT.search(name)
                        and not (len(t.shape) < 2 and logical == t.elements))
         self.groups = self.blocks = 0
         if self.linear:
@@ -418,15 +418,19 @@ def count_parameters(cp: Checkpoint, tallies: Mapping[str, FileTally] | None = N
     )
 
 
+def ties_embeddings(config: Mapping[str, Any]) -> bool:
+    """Whether the config (or its text_config) says tie_word_embeddings: true. Only an explicit
+    true counts: the default differs by model class."""
+    text = config.get("text_config")
+    return config.get("tie_word_embeddings") is True or (
+        isinstance(text, dict) and text.get("tie_word_embeddings") is True)
+
+
 def _tied_head(cp: Checkpoint) -> tuple[int, int]:
     """(params, bytes) of the `lm_head.weight` a checkpoint stores although its config (or its
     text_config) says tie_word_embeddings: true. Only an explicit true counts: the default differs
     by model class."""
-    config = cp.config
-    text = config.get("text_config")
-    tied = config.get("tie_word_embeddings") is True or (
-        isinstance(text, dict) and text.get("tie_word_embeddings") is True)
-    if not tied:
+    if not ties_embeddings(cp.config):
         return 0, 0
     params = nbytes = 0
     for header in cp.headers.values():
@@ -437,8 +441,9 @@ def _tied_head(cp: Checkpoint) -> tuple[int, int]:
     return params, nbytes
 
 
-# The decoder stack: `model.layers.N.`, GPT-2's `h.N.`, T5's `block.N.`, Falcon/BLOOM's `h.N.`.
-_BLOCK = re.compile(r"(^|\.)(layers|h|blocks|block|layer)\.\d+\.")
+# The decoder stack: `model.layers.N.`, GPT-2's `h.N.`, T5's `block.N.`, Falcon/BLOOM's `h.N.`;
+# group 1 is the layer's number.
+BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
 # Not quantized by the "what if" rule: norms, embeddings and heads, convolutions, MoE routers,
 # T5's relative position table, and everything in a vision tower or projector.
 _KEEP_16BIT = re.compile(

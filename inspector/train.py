@@ -24,13 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from .arch import ATTENTION_KINDS, Architecture, LayerKind
 from .checkpoint import Checkpoint
 from .errors import ConfigError, UsageError
 from .gpus import GPU
-from .params import TensorKind, classify, logical_matrix, quant_scheme
+from .params import BLOCK, TensorKind, classify, logical_matrix, quant_scheme, ties_embeddings
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -135,7 +136,7 @@ class Module:
     out_features: int = 0
     layer: int | None = None  # the decoder block it sits in
 
-    @property
+    @cached_property
     def short(self) -> str:
         return self.name.rpartition(".")[2]
 
@@ -144,7 +145,6 @@ class Module:
         return self.in_features > 0
 
 
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
 _WEIGHT_LEAVES = ("weight", "qweight", "weight_packed")
 _EMBEDDING = re.compile(r"embed|^wte$|^wpe$|^word_embeddings$|^tok_embeddings$")
 _HEAD = ("lm_head", "output", "embed_out")
@@ -162,9 +162,7 @@ def modules_of(cp: Checkpoint) -> tuple[Module, ...]:
                           "safetensors headers")
     config = cp.config
     scheme = quant_scheme(cp.quantization_config)
-    text = config.get("text_config")
-    tied = config.get("tie_word_embeddings") is True or (
-        isinstance(text, dict) and text.get("tie_word_embeddings") is True)
+    tied = ties_embeddings(config)
     params: dict[str, int] = {}
     stored: dict[str, int] = {}
     shape: dict[str, tuple[int, int]] = {}
@@ -195,7 +193,7 @@ def modules_of(cp: Checkpoint) -> tuple[Module, ...]:
     out = []
     for name, n in params.items():
         short = name.rpartition(".")[2]
-        layer = _LAYER.search(name)
+        layer = BLOCK.search(name)
         dims = (0, 0) if _EMBEDDING.search(short) else shape.get(name, (0, 0))
         out.append(Module(name, n, stored.get(name, 0), dims[0], dims[1], int(layer.group(1)) if layer else None))
     return tuple(out)
@@ -278,10 +276,12 @@ CUDA_CONTEXT_BYTES = 400 * MIB
 # the saved output, nll_loss's fp32 gradient and log_softmax_backward's fp32 result: 12 bytes per
 # logit at the peak.
 LOGIT_BYTES = 12
-# Liger / Unsloth / torchtune's fused or chunked linear cross-entropy never holds the logits: Liger
-# (src/liger_kernel/ops/fused_linear_cross_entropy.py) takes chunks of ceil(BT / ceil(V / H)) rows,
-# so one chunk's fp32 logits are about BT x H elements, and keeps the fp32 gradient of the input.
-FUSED_CE_BYTES_PER_HIDDEN = 4 + 4
+# Liger / Unsloth / torchtune's fused or chunked linear cross-entropy never holds the logits. Liger
+# (src/liger_kernel/ops/fused_linear_cross_entropy.py fused_linear_cross_entropy_forward) takes
+# chunks of next_pow2(ceil(BT / ceil(V / H))) rows, "to achieve the same memory consumption as
+# BT x H": one chunk's logits are about BT x H elements (counted at 4 B, an upper bound if they stay
+# 16-bit), and it keeps grad_input = torch.zeros_like(_input), BT x H at the 16-bit input's 2 B.
+FUSED_CE_BYTES_PER_HIDDEN = 4 + 2
 # LLaMA-Factory's freeze tuning trains the last 2 decoder layers by default
 # (src/llamafactory/hparams/finetuning_args.py FreezeArguments.freeze_trainable_layers = 2).
 FREEZE_TRAINABLE_LAYERS = 2
@@ -370,9 +370,70 @@ def _layout(precision: str, method: str, zero: int) -> _Layout:
     return _Layout(2, frozen, 4, 4, 0, 4)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What an estimate needs from the modules, worked out once for a method and its targets: the
+    fit's searches then vary only the sequence, batch, GPU count and ZeRO stage."""
+
+    all_params: int
+    targets: tuple[Module, ...]
+    trainable: tuple[tuple[int, int, bool], ...]  # (params, a tensor's elements, in the base's dtype)
+    first_layer: tuple[Module, ...]  # the linears of the first decoder block
+    largest_layer_params: int
+    block_linear_params: int
+    nf4_bytes: int  # the block linears in NF4 (QLoRA)
+    stored_bytes: int  # every tensor as stored (a quantized checkpoint's frozen base)
+    modules: tuple[Module, ...]  # the trained modules (Adafactor's factored states)
+
+
+def prepare(modules: Sequence[Module], arch: Architecture, settings: TrainSettings) -> Prepared:
+    method = settings.method
+    targets: list[Module] = resolve_targets(modules, arch, settings) if method in ("lora", "qlora") else []
+    trained: list[Module] = []
+    if method == "full":
+        trained = list(modules)
+    elif method == "freeze":
+        last = max((m.layer for m in modules if m.layer is not None), default=-1)
+        trained = [m for m in modules if m.layer is not None and m.layer > last - FREEZE_TRAINABLE_LAYERS]
+    groups: dict[tuple[bool, bool], int] = {}
+
+    def add(params: int, elements: int, base: bool) -> None:
+        key = (elements < BNB_MIN_8BIT_SIZE, base)
+        groups[key] = groups.get(key, 0) + params
+
+    for m in trained:
+        add(m.params, m.params, False)
+    r = settings.lora_r
+    for m in targets:
+        add(r * m.in_features, r * m.in_features, False)
+        add(r * m.out_features, r * m.out_features, False)
+    if method in ("lora", "qlora") and settings.train_embeddings:
+        # PEFT modules_to_save: a trainable deep copy beside the frozen original, in the base's
+        # dtype (peft/utils/other.py ModulesToSaveWrapper: copy.deepcopy(self.original_module));
+        # autocast_adapter_dtype upcasts only the adapters.
+        for m in modules:
+            if _EMBEDDING.search(m.short) or m.short in _HEAD and m.layer is None:
+                add(m.params, m.params, True)
+    first = min((m.layer for m in modules if m.layer is not None and m.linear), default=None)
+    per_layer: dict[int, int] = {}
+    for m in modules:
+        if m.layer is not None:
+            per_layer[m.layer] = per_layer.get(m.layer, 0) + m.params
+    blocks = [m for m in linear_modules(modules) if m.layer is not None] if method == "qlora" else []
+    return Prepared(
+        all_params=sum(m.params for m in modules), targets=tuple(targets),
+        trainable=tuple((p, 0 if small else BNB_MIN_8BIT_SIZE, base) for (small, base), p in groups.items()),
+        first_layer=tuple(m for m in modules if m.layer == first and m.linear),
+        largest_layer_params=max(per_layer.values(), default=0),
+        block_linear_params=sum(m.params for m in blocks), nf4_bytes=nf4_bytes(blocks),
+        stored_bytes=sum(m.stored_bytes for m in modules), modules=tuple(trained))
+
+
 def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSettings, gpu: GPU | None = None,
-                      modules: Sequence[Module] | None = None) -> TrainingEstimate:
-    """The peak memory per GPU of one training step."""
+                      modules: Sequence[Module] | None = None, prepared: Prepared | None = None
+                      ) -> TrainingEstimate:
+    """The peak memory per GPU of one training step (`prepared`: `prepare`'s answer for these
+    modules and this method, targets and embeddings setting, when the caller has it)."""
     _refuse_unmodelled(arch, settings)
     modules = modules_of(cp) if modules is None else modules
     scheme = quant_scheme(cp.quantization_config)
@@ -390,42 +451,22 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
     precision = settings.precision_for(gpu)
     lay = _layout(precision, settings.method, settings.zero)
     method = settings.method
-    all_params = sum(m.params for m in modules)
-
-    # Which parameters train.
-    targets: list[Module] = []
-    if method in ("lora", "qlora"):
-        targets = resolve_targets(modules, arch, settings)
-    # (params, elements of its tensor, bytes per element) per trainable tensor
-    trainable: list[tuple[int, int, int]] = []
-    embeddings = [m for m in modules if _EMBEDDING.search(m.short) or m.short in _HEAD and m.layer is None]
-    if method == "full":
-        trainable = [(m.params, m.params, lay.weight) for m in modules]
-    elif method == "freeze":
-        last = max((m.layer for m in modules if m.layer is not None), default=-1)
-        trainable = [(m.params, m.params, lay.weight) for m in modules
-                     if m.layer is not None and m.layer > last - FREEZE_TRAINABLE_LAYERS]
-    else:
-        r = settings.lora_r
-        for m in targets:
-            trainable += [(r * m.in_features, r * m.in_features, lay.weight),
-                          (r * m.out_features, r * m.out_features, lay.weight)]
-        if settings.train_embeddings:
-            # PEFT modules_to_save: a trainable deep copy beside the frozen original, in the base's
-            # dtype (peft/utils/other.py ModulesToSaveWrapper: copy.deepcopy(self.original_module));
-            # autocast_adapter_dtype upcasts only the adapters.
-            trainable += [(m.params, m.params, lay.frozen) for m in embeddings]
+    prep = prepared if prepared is not None else prepare(modules, arch, settings)
+    all_params = prep.all_params
+    targets = prep.targets
+    # (params, elements of its tensor, bytes per element), grouped: adapters / trained weights at the
+    # trainable dtype, PEFT modules_to_save copies at the base's
+    trainable = [(p, e, lay.frozen if base else lay.weight) for p, e, base in prep.trainable]
     trainable_params = sum(t[0] for t in trainable)
 
     # Frozen weights.
     if method == "qlora":
-        blocks = [m for m in linear_modules(modules) if m.layer is not None]
-        nf4 = sum(m.params for m in blocks)
-        frozen = nf4_bytes(blocks) + (all_params - nf4) * lay.act
+        nf4 = prep.block_linear_params
+        frozen = prep.nf4_bytes + (all_params - nf4) * lay.act
         frozen_formula = (f"{nf4:,} block linear params x {NF4_BYTES_PER_PARAM:.4f} B (NF4 + double-quantized "
                           f"absmax) + {all_params - nf4:,} others x {lay.act} B")
     elif scheme:
-        frozen = sum(m.stored_bytes for m in modules)
+        frozen = prep.stored_bytes
         frozen_formula = f"the {scheme.method} checkpoint's tensors as stored"
     elif method == "full":
         frozen, frozen_formula = 0, "none: every parameter trains"
@@ -438,8 +479,7 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
 
     # Per trainable parameter: weight, gradient, master, optimizer states.
     n = trainable_params
-    opt_bytes, opt_formula = _optimizer_bytes(settings.optimizer, trainable, lay, modules if method in
-                                              ("full", "freeze") else ())
+    opt_bytes, opt_formula = _optimizer_bytes(settings.optimizer, trainable, lay, prep.modules)
     weight_b = grad_b = sum(p * b for p, _, b in trainable)  # gradients in the parameters' dtype
     master_b = n * lay.master
     per_param = " + ".join(f"{sum(p for p, _, x in trainable if x == b):,} x {b} B"
@@ -458,11 +498,7 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
         # DeepSpeed gathers one layer's parameters at a time, and prefetches the next
         # (deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: largest_layer_memory =
         # 4 x largest_layer_params, 16-bit parameters and gradients).
-        per_layer: dict[int, int] = {}
-        for m in modules:
-            if m.layer is not None:
-                per_layer[m.layer] = per_layer.get(m.layer, 0) + m.params
-        gathered = 4 * max(per_layer.values(), default=0)
+        gathered = 4 * prep.largest_layer_params
     if settings.offload != "none":
         host += opt_bytes * dp + master_b * dp
         opt_bytes = master_b = 0
@@ -470,7 +506,7 @@ def estimate_training(cp: Checkpoint, arch: Architecture, settings: TrainSetting
             host += (weight_b + frozen) * dp
             weight_b = frozen = 0
 
-    acts, act_formula = activation_bytes(arch, modules, targets, settings, lay)
+    acts, act_formula = activation_bytes(arch, prep.first_layer, targets, settings, lay)
     logits, logit_formula = logits_bytes(arch, settings, lay)
     peak_transient = max(logits, acts.transient)
     terms = [
@@ -553,9 +589,10 @@ def _norm_bytes(arch_config_rms: bool, act: int) -> int:
     return 4 if arch_config_rms else act
 
 
-def activation_bytes(arch: Architecture, modules: Sequence[Module], targets: Sequence[Module],
+def activation_bytes(arch: Architecture, first_layer: Sequence[Module], targets: Sequence[Module],
                      settings: TrainSettings, lay: _Layout) -> tuple[_Activations, str]:
-    """The activations autograd saves per GPU for a micro-batch, and the backward's largest transient."""
+    """The activations autograd saves per GPU for a micro-batch, and the backward's largest
+    transient; `first_layer`: the linears of the first decoder block, whose widths every block has."""
     T = settings.micro_batch_size * settings.seq_len
     s = settings.seq_len
     a = lay.act
@@ -563,8 +600,7 @@ def activation_bytes(arch: Architecture, modules: Sequence[Module], targets: Seq
     method = settings.method
     full_weights = method in ("full", "freeze")
     targeted = {m.name for m in targets}
-    first = min((m.layer for m in modules if m.layer is not None and m.linear), default=None)
-    layer_modules = [m for m in modules if m.layer == first and m.linear]
+    layer_modules = list(first_layer)
     roles = {m.name: _role(m, h) for m in layer_modules}
     adapted = [m for m in layer_modules if m.name in targeted]
 
@@ -637,6 +673,11 @@ def activation_bytes(arch: Architecture, modules: Sequence[Module], targets: Seq
     per_token_layer = attn + mlp
     layers = arch.num_hidden_layers
     # Freeze tuning: the frozen layers below the first trainable one save nothing.
+    # The backward's largest transient besides the logits is hfmem's own model, not a measured
+    # constant: with checkpointing, one layer recomputed (its whole saved set) plus the incoming and
+    # outgoing gradients of the hidden state; without, the gradients of the widest activation of
+    # one layer (and eager attention's fp32 score gradient). The logits' peak is larger in every
+    # ledger row, so these have not been checked against a measurement on their own.
     grad_layers = min(layers, FREEZE_TRAINABLE_LAYERS) if method == "freeze" else layers
     if settings.gradient_checkpointing:
         saved = grad_layers * a * h * T
@@ -663,6 +704,9 @@ def logits_bytes(arch: Architecture, settings: TrainSettings, lay: _Layout) -> t
                                      "gradient)")
 
 
+# Model types whose decoders use nn.LayerNorm (saves its input at the compute dtype) rather than an
+# RMSNorm that upcasts to fp32 (transformers' modeling_gpt2/gpt_neox/falcon/phi/bloom/opt/gptj/
+# gpt_bigcode/mpt/stablelm: self.ln_1 / input_layernorm = nn.LayerNorm).
 _LAYERNORM_MODELS = ("gpt2", "gpt_neox", "falcon", "phi", "bloom", "opt", "gptj", "gpt_bigcode", "mpt", "stablelm")
 _ATTN_PARENT = re.compile(r"attn|attention")
 _QKV_NAMES = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "W_pack", "Wqkv",
@@ -707,7 +751,8 @@ def rules_of_thumb(est: TrainingEstimate, weights_bytes: int) -> list[tuple[str,
     """The rules people quote, computed for this model, shown beside the estimate (never instead)."""
     p = est.all_params
     rules = [
-        ("training needs 3-4x the inference memory (inference ~1.2x the weights)", int(3.5 * 1.2 * weights_bytes)),
+        ("training needs 3-4x the inference memory (inference ~1.2x the weights; shown at 3.5x)",
+         int(3.5 * 1.2 * weights_bytes)),
         ("full fine-tuning: about 16 bytes per parameter plus activations", 16 * p),
     ]
     if est.settings.method in ("lora", "qlora"):
@@ -746,6 +791,7 @@ class TrainFit:
         }
 
 
+#: Our policy: the searches' upper ends (GPUs at ZeRO-3; sequences per micro-batch).
 MAX_TRAIN_GPUS = 1024
 MAX_MICRO_BATCH = 1 << 16
 
@@ -757,11 +803,12 @@ def train_fit(cp: Checkpoint, arch: Architecture, settings: TrainSettings, gpu: 
     and how many GPUs it needs (at the asked ZeRO stage when it shards, else at ZeRO-3)."""
     modules = modules_of(cp) if modules is None else modules
     usable = gpu.cuda_bytes
+    prep = prepare(modules, arch, settings)
 
     def total(s: TrainSettings) -> int:
-        return estimate_training(cp, arch, s, gpu, modules).total_bytes
+        return estimate_training(cp, arch, s, gpu, modules, prep).total_bytes
 
-    est = estimate_training(cp, arch, settings, gpu, modules)
+    est = estimate_training(cp, arch, settings, gpu, modules, prep)
     cap = seq_cap or arch.max_position_embeddings or 1 << 20
     max_seq = _largest(lambda n: total(replace(settings, seq_len=n)) <= usable, cap)
     max_mb = _largest(lambda n: total(replace(settings, micro_batch_size=n)) <= usable, MAX_MICRO_BATCH)

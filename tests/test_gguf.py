@@ -15,7 +15,8 @@ FIXTURE = ROOT / "fixtures" / "gguf" / "llama-2-7b.Q4_0.header.gguf"
 
 
 def test_the_block_sizes_are_gguf_py_s() -> None:
-    gguf = pytest.importorskip("gguf")
+    import gguf  # the dev extra installs it (llama.cpp's gguf-py)
+
     sizes = gguf.constants.GGML_QUANT_SIZES
     ours = {name: (block, size) for name, block, size in GGML_TYPES.values()}
     theirs = {t.name: sizes[t] for t in gguf.GGMLQuantizationType if t in sizes}
