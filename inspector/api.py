@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,8 +138,12 @@ def inspect_model(
     settings: Settings | None = None,
     gpus: Sequence[GPU] | None = None,
     deadline: float | None = None,
-) -> ModelReport:
-    """Read a model's metadata and count it exactly.
+    engine: str = "auto",
+    llamacpp: Any = None,
+    filename: str | None = None,
+) -> Any:
+    """Read a model's metadata and count it exactly: a ModelReport, or for a GGUF model a
+    GGUFReport (llama.cpp's memory at `llamacpp`, an `inspector.llamacpp.LlamaCppSettings`).
 
     `model` is what a user would type: a path (directory, .safetensors file, snapshot .json), an
     `org/name` repo id or a Hub URL. `token`: a Hub token, False to send none, None to use
@@ -152,9 +156,24 @@ def inspect_model(
     `inspector.errors.HfmemError` subclass on bad input.
     """
     source = model if isinstance(model, Source) else parse_source(model, revision, validate=False)
+    source = source.with_file(filename)
+    if engine not in ("auto", "vllm", "llama.cpp"):
+        raise UsageError(f"--engine {engine!r}: vllm or llama.cpp")
     read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
                            deadline=deadline)
     checkpoint = read.checkpoint
+    if checkpoint.plan.format == "gguf":
+        if engine == "vllm":
+            raise UsageError(f"{checkpoint.name} is a GGUF model: hfmem estimates vLLM from safetensors "
+                             "checkpoints; use --engine llama.cpp (the default for GGUF)")
+
+        def again(s: Source) -> Checkpoint:
+            return read_checkpoint(s, token=token, offline=offline, progress=progress, deadline=deadline).checkpoint
+
+        return inspect_gguf(source, again, checkpoint, llamacpp, gpus)
+    if engine == "llama.cpp":
+        raise UsageError(f"{checkpoint.name} has {checkpoint.plan.format} weights: --engine llama.cpp reads a GGUF "
+                         "file (name a GGUF repo or file)")
     parameters = read.counts or count_parameters(checkpoint, read.tallies)
     if source.kind is SourceKind.HUB and not source.filename and read.counts is None:
         from .store import save_counts
@@ -364,3 +383,145 @@ def train_model(
         gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GPUS]
     fits = tuple(train_fit(checkpoint, arch, settings, g, modules) for g in gpus)
     return TrainReport(source, checkpoint, parameters, arch, estimate, fits)
+
+
+# --- GGUF files and llama.cpp ------------------------------------------------------------------------
+
+#: The fit table's GPUs for a GGUF model when --gpu names none: the cards and Macs llama.cpp users
+#: run (our choice; the first is the GPU the default file must fit).
+DEFAULT_GGUF_GPUS = ("RTX 4090 24GB", "RTX 4060 Ti 16GB", "RTX 3060 12GB", "M4 Max 36GB", "H100 80GB")
+
+
+@dataclass(frozen=True)
+class QuantRow:
+    """One GGUF file of the repo: its size, and llama.cpp's memory with every layer on the GPU,
+    the weights from the file's size, the KV cache and compute buffer from the one header read."""
+
+    file: str
+    label: str
+    file_bytes: int | None
+    bits_per_weight: float | None
+    gpu_bytes: int | None
+    fits: bool | None  # on the first GPU, every layer
+    chosen: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "quantization": self.label, "file_bytes": self.file_bytes,
+                "bits_per_weight": self.bits_per_weight, "gpu_bytes_all_layers": self.gpu_bytes,
+                "fits_first_gpu": self.fits, "chosen": self.chosen}
+
+
+@dataclass(frozen=True)
+class GGUFReport:
+    """`hfmem MODEL` for a GGUF file: the chosen file's tensors, llama.cpp's memory, the repo's
+    other quantizations, and where it fits. `to_dict()` is the `--json` contract (hfmem/1)."""
+
+    source: Source
+    checkpoint: Checkpoint
+    model: Any  # llamacpp.LlamaModel
+    estimate: Any  # llamacpp.LlamaCppEstimate at the settings
+    quantizations: tuple[QuantRow, ...]
+    fit: tuple[Any, ...]  # llamacpp.DeviceFit per GPU
+    first_gpu: str | None
+
+    @property
+    def chosen_file(self) -> str:
+        return self.checkpoint.plan.files[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        from .version import __version__
+
+        cp, m = self.checkpoint, self.model
+        return {
+            "schema": JSON_SCHEMA,
+            "tool": {"name": "hfmem", "version": __version__},
+            "engine": "llama.cpp",
+            "model": cp.name,
+            "revision": cp.sha,
+            "source": {"kind": self.source.kind.value, "repo_id": cp.repo_id, "requested_revision": cp.revision,
+                       "path": cp.local_path},
+            "weights_format": "gguf",
+            "file": {"name": self.chosen_file, "parts": list(cp.plan.files),
+                     "bytes": sum(cp.files.get(p) or 0 for p in cp.plan.files) or None,
+                     "tensor_bytes": self.estimate.model_bytes},
+            "parameters": {"total": m.params},
+            "architecture": m.to_dict(),
+            "llama_cpp": self.estimate.to_dict(),
+            "quantizations": [q.to_dict() for q in self.quantizations],
+            "fit": [f.to_dict() for f in self.fit],
+            "warnings": list(cp.warnings),
+        }
+
+
+def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoint: Checkpoint,
+                 settings: Any = None, gpus: Sequence[GPU] | None = None) -> GGUFReport:
+    """A GGUF model's report. Without a file named (`--file`, `:TAG`), the row shown in full is the
+    largest quantization whose every layer fits the first GPU at the chosen context; when that is
+    not the file whose header was read, its header is read too (`read`)."""
+    from . import llamacpp as lc
+    from .gguf import gguf_files
+    from .gpus import builtin_gpus, find_gpu
+
+    settings = (settings or lc.LlamaCppSettings()).resolved()
+    if gpus is None:
+        gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GGUF_GPUS]
+    model = lc.llama_model(checkpoint.gguf_model())
+    full = lc.estimate(model, replace(settings, n_gpu_layers=None))
+    first = gpus[0] if gpus else None
+    budget = max(0, first.cuda_bytes - settings.fit_target_mib * lc.MIB) if first else None
+    files = [f for f in gguf_files(checkpoint.files) if not f.projector]
+    ratio = full.placement.model_gpu / max(1, full.model_bytes)  # the share of the weights on the GPU
+    other = full.placement.kv_gpu + full.placement.compute_gpu
+
+    def row(f: Any, chosen: str) -> QuantRow:
+        size = f.bytes
+        if f.name == chosen:
+            size = size if size and size >= full.model_bytes else full.model_bytes
+        gpu_bytes = (full.placement.gpu_bytes if f.name == chosen
+                     else int(size * ratio) + other if size is not None else None)
+        return QuantRow(f.name, f.label, size, round(size * 8 / model.params, 2) if size and model.params else None,
+                        gpu_bytes, None if budget is None or gpu_bytes is None else gpu_bytes <= budget,
+                        f.name == chosen)
+
+    chosen = checkpoint.plan.files[0]
+    named = source.filename or source.quant or source.kind in (SourceKind.LOCAL_FILE, SourceKind.SNAPSHOT)
+    if not named and budget is not None and len(files) > 1:
+        rows = [row(f, chosen) for f in files]
+        fitting = [r for r in rows if r.fits and r.file_bytes]
+        best = max(fitting, key=lambda r: r.file_bytes or 0) if fitting else min(
+            rows, key=lambda r: r.file_bytes or 1 << 62)
+        if best.file != chosen:
+            checkpoint = read(replace(source, filename=best.file))
+            model = lc.llama_model(checkpoint.gguf_model())
+            full = lc.estimate(model, replace(settings, n_gpu_layers=None))
+            chosen = best.file
+    estimate = lc.estimate(model, settings)
+    layers = lc.layer_bytes(model)
+    fits = tuple(lc.fit_device(model, settings, g.name, g.cuda_bytes, layers) for g in gpus)
+    ratio = full.placement.model_gpu / max(1, full.model_bytes)
+    rows = [row(f, chosen) for f in files]
+    return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None)
+
+
+def llamacpp_settings(*, ctx_size: int | None = None, parallel: int | None = None, max_model_len: int | None = None,
+                      batch_size: int = 1, kv_cache_dtype: str = "auto", cache_type_k: str | None = None,
+                      cache_type_v: str | None = None, n_gpu_layers: str | int | None = None,
+                      **options: Any) -> Any:
+    """LlamaCppSettings from the CLI's options (or a models file's keys), each checked before anything
+    is read. hfmem's own names map onto llama.cpp's: --batch-size onto --parallel, --max-model-len x
+    --batch-size onto -c, --kv-cache-dtype onto --cache-type-k/-v (fp8 refused: llama.cpp has none)."""
+    from .llamacpp import LlamaCppSettings
+
+    slots = parallel or batch_size
+    ctx = ctx_size or (max_model_len * slots if max_model_len and max_model_len > 0 else None)
+    ngl: int | None
+    if n_gpu_layers is None or str(n_gpu_layers).strip().lower() in ("auto", "-1", "all", "999"):
+        ngl = None
+    else:
+        text = str(n_gpu_layers).strip()
+        if not text.isdigit() or len(text) > 5:
+            raise UsageError(f"--n-gpu-layers {text[:20]!r}: a number of layers, auto or all")
+        ngl = int(text)
+    return LlamaCppSettings(ctx_size=ctx, parallel=slots, cache_type_k=cache_type_k and cache_type_k.lower(),
+                            cache_type_v=cache_type_v and cache_type_v.lower(), kv_cache_dtype=kv_cache_dtype,
+                            n_gpu_layers=ngl, **options).validate()

@@ -22,8 +22,9 @@ from .errors import ConfigError, EntryNotFound, NoWeightsFound, UnsupportedForma
 from .header import Header, header_from_dict
 
 if TYPE_CHECKING:
+    from .gguf import GGUFHeader, GGUFModel
     from .params import FileTally, ParameterCount
-from .source import SNAPSHOT_FORMAT
+from .source import SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_GGUF
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
@@ -49,7 +50,7 @@ _OTHER_FORMATS = {
 class WeightPlan:
     """Which files hold the weights: safetensors shards (maybe via an index) or PyTorch .bin files."""
 
-    format: str  # "safetensors" | "pytorch"
+    format: str  # "safetensors" | "pytorch" | "gguf" (files: the chosen model's parts, once chosen)
     index_file: str | None
     files: tuple[str, ...] = ()  # known up front; with an index, known once it is read
 
@@ -76,7 +77,29 @@ def plan_weights(listing: Iterable[str]) -> WeightPlan:
     bins = [n for n in names if n.startswith("pytorch_model") and n.endswith(".bin")]
     if bins:
         return WeightPlan("pytorch", None, tuple(bins))
+    if any(n.endswith(".gguf") for n in listing):
+        return WeightPlan("gguf", None)
     raise _nothing_readable(list(listing))
+
+
+def gguf_plan(listing: Mapping[str, int | None], *, filename: str | None, quant: str | None,
+              repo: str) -> tuple[WeightPlan, str]:
+    """A GGUF repo's plan: the parts of the file `--file`/`:TAG` names, else of a probe file whose
+    header gives the architecture every quantization shares (the Q4_K_M, the most downloaded, else
+    the median size), and the chosen file's name. The caller may read another file's header once
+    the fit has picked the row (api.inspect_model)."""
+    from .gguf import choose_file, gguf_files
+
+    files = gguf_files(listing)
+    models = [f for f in files if not f.projector]
+    if filename or quant:
+        chosen = choose_file(files, filename or quant or "", repo)
+    elif not models:
+        raise NoWeightsFound(f"{repo}: only GGUF projector (mmproj) files, no model")
+    else:
+        tagged = [f for f in models if f.label == "Q4_K_M"]
+        chosen = tagged[0] if tagged else models[len(models) // 2]
+    return WeightPlan("gguf", None, chosen.parts), chosen.name
 
 
 def _nothing_readable(listing: list[str]) -> Exception:
@@ -135,6 +158,19 @@ class Checkpoint:
     sha: str | None = None
     local_path: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    #: A GGUF model's headers, by file (the chosen file's parts; see `gguf_plan`).
+    gguf: Mapping[str, GGUFHeader] = field(default_factory=dict)
+
+    def gguf_model(self) -> GGUFModel:
+        """The chosen GGUF file's parts as one model."""
+        from .gguf import merge_parts
+
+        if self.plan.format != "gguf" or not self.plan.files:
+            raise UsageError(f"{self.name}: no GGUF file was read")
+        missing = [p for p in self.plan.files if p not in self.gguf]
+        if missing:
+            raise EntryNotFound(f"{self.name}: the header of {missing[0]} was not read")
+        return merge_parts(self.plan.files[0], {p: self.gguf[p] for p in self.plan.files}, self.files)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -197,13 +233,19 @@ def load_config_json(text: str | bytes, name: str) -> Any:
 
 
 def to_snapshot(cp: Checkpoint) -> dict[str, Any]:
-    """The snapshot JSON of a checkpoint (format `hfmem-snapshot/1`, documented in the README)."""
-    return {**_snapshot_base(cp), "headers": {name: _header_entry(h) for name, h in cp.headers.items()}}
+    """The snapshot JSON of a checkpoint (format `hfmem-snapshot/1`, or /2 with GGUF headers;
+    documented in the README)."""
+    out = {**_snapshot_base(cp), "headers": {name: _header_entry(h) for name, h in cp.headers.items()}}
+    if cp.gguf:
+        from .gguf import header_to_dict
+
+        out["gguf"] = {name: header_to_dict(h) for name, h in cp.gguf.items()}
+    return out
 
 
 def _snapshot_base(cp: Checkpoint) -> dict[str, Any]:
     return {
-        "format": SNAPSHOT_FORMAT,
+        "format": SNAPSHOT_FORMAT_GGUF if cp.gguf else SNAPSHOT_FORMAT,
         "source": {"repo_id": cp.repo_id, "revision": cp.revision, "path": cp.local_path},
         "sha": cp.sha,
         "files": dict(cp.files),
@@ -223,10 +265,10 @@ def save_snapshot(cp: Checkpoint, path: str | os.PathLike[str], *, mode: int = 0
     check_snapshot_target(target)
     try:
         with SnapshotWriter(target, repo_id=cp.repo_id, revision=cp.revision, sha=cp.sha,
-                            local_path=cp.local_path, mode=mode) as writer:
+                            local_path=cp.local_path, mode=mode, gguf=bool(cp.gguf)) as writer:
             for name, h in cp.headers.items():
                 writer.add(name, h)
-            writer.commit(cp.files, cp.json_files)
+            writer.commit(cp.files, cp.json_files, gguf=cp.gguf)
     except OSError as e:
         raise UsageError(f"cannot write the snapshot {target}: {e.strerror or e}") from None
 
@@ -259,7 +301,7 @@ class SnapshotWriter:
     ending in .gz gets a gzip file: a 160-shard model's headers shrink about tenfold."""
 
     def __init__(self, path: Path, *, repo_id: str | None, revision: str | None, sha: str | None,
-                 local_path: str | None = None, mode: int = 0o600) -> None:
+                 local_path: str | None = None, mode: int = 0o600, gguf: bool = False) -> None:
         from .env import temp_path
 
         self.path = path
@@ -271,8 +313,8 @@ class SnapshotWriter:
         self.failed = False  # a write failed (the cache's disk is full): the snapshot is abandoned
         self.error: OSError | None = None  # what failed first, for the run's warning
         self.committed = False
-        head = {"format": SNAPSHOT_FORMAT, "source": {"repo_id": repo_id, "revision": revision, "path": local_path},
-                "sha": sha}
+        head = {"format": SNAPSHOT_FORMAT_GGUF if gguf else SNAPSHOT_FORMAT,
+                "source": {"repo_id": repo_id, "revision": revision, "path": local_path}, "sha": sha}
         self._write(json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"headers":{')
 
     def __enter__(self) -> SnapshotWriter:
@@ -305,7 +347,7 @@ class SnapshotWriter:
                         + entry + b"}")
 
     def commit(self, files: Mapping[str, int | None], json_files: Mapping[str, Any],
-               json_text: Mapping[str, bytes] | None = None) -> None:
+               json_text: Mapping[str, bytes] | None = None, gguf: Mapping[str, GGUFHeader] | None = None) -> None:
         """The file list and the JSON files (each as read when `json_text` has it and that text can
         stand in a JSON document as it is: a UTF-8 object), then the file is put in place."""
         parts = []
@@ -314,6 +356,11 @@ class SnapshotWriter:
             if text is None or text[:1] != b"{" or b"\x00" in text[:4]:
                 text = json.dumps(value, separators=(",", ":")).encode()
             parts.append(json.dumps(name).encode() + b":" + text)
+        if gguf:
+            from .gguf import header_to_dict
+
+            self._write(b'},"gguf":' + json.dumps({n: header_to_dict(h) for n, h in gguf.items()},
+                                                  separators=(",", ":")).encode()[:-1])
         self._write(b'},"files":' + json.dumps(dict(files), separators=(",", ":")).encode()
                     + b',"json":{' + b",".join(parts) + b"}}\n")
         try:
@@ -362,7 +409,7 @@ def load_snapshot(path: str | os.PathLike[str]) -> Checkpoint:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, RecursionError, EOFError):
         raise ConfigError(f"{path}: not a valid JSON file") from None
-    if not isinstance(raw, dict) or raw.get("format") != SNAPSHOT_FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") not in (SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_GGUF):
         raise ConfigError(f"{path}: not an hfmem snapshot (expected \"format\": \"{SNAPSHOT_FORMAT}\")")
     return checkpoint_from_snapshot(raw, name=str(path), local_path=str(path))
 
@@ -399,11 +446,15 @@ def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: s
             )
             for fname, entry in raw_headers.items()
         }
+        gguf = _gguf_entries(raw.get("gguf"), name) if raw.get("format") == SNAPSHOT_FORMAT_GGUF else {}
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # int(Infinity): Overflow
         raise ConfigError(f"{name}: malformed snapshot ({type(e).__name__}: {e})") from None
     plan = plan_weights(files)
+    if gguf:  # the file whose headers were read is the one chosen
+        plan = WeightPlan("gguf", None, tuple(gguf))
     cp = Checkpoint(
         name=source.get("repo_id") or name,
+        gguf=gguf,
         files=files,
         json_files=json_files,
         headers=headers,
@@ -418,3 +469,11 @@ def checkpoint_from_snapshot(raw: Mapping[str, Any], *, name: str, local_path: s
         if missing:
             raise EntryNotFound(f"{name}: snapshot lacks the header of {missing[0]}")
     return cp
+
+
+def _gguf_entries(entries: Any, name: str) -> dict[str, GGUFHeader]:
+    from .gguf import header_from_dict
+
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{name}: a GGUF snapshot without its GGUF headers")
+    return {str(f): header_from_dict(e, f"{name}: {f}") for f, e in entries.items()}

@@ -245,6 +245,51 @@ DtypeOpt = Annotated[
 ]
 
 
+# llama.cpp's options, by llama.cpp's names (llama-server / llama-cli), for a GGUF model.
+EngineOpt = Annotated[str, typer.Option("--engine", metavar="auto|vllm|llama.cpp",
+                                        help="Engine whose memory to estimate (auto: llama.cpp for a GGUF model, "
+                                        "else vLLM).")]
+FileOpt = Annotated[str | None, typer.Option("--file", metavar="NAME", show_default=False,
+                                             help="One GGUF file of a repo or folder (also MODEL:Q4_K_M, as "
+                                             "llama.cpp's -hf and Ollama name them).")]
+CtxSizeOpt = Annotated[int | None, typer.Option("--ctx-size", "-c", parser=_tokens("tokens"), show_default=False,
+                                                help="llama.cpp: context cells shared by the --parallel slots "
+                                                "(default: --max-model-len x --batch-size, else the model's).")]
+ParallelOpt = Annotated[int | None, typer.Option("--parallel", "-np", parser=_tokens("slots"), show_default=False,
+                                                 help="llama.cpp: sequences at once (default: --batch-size).")]
+CacheTypeKOpt = Annotated[str | None, typer.Option("--cache-type-k", "-ctk", metavar="TYPE", show_default=False,
+                                                   help="llama.cpp: K cache type: f32, f16, bf16, q8_0, q4_0, q4_1, "
+                                                   "iq4_nl, q5_0, q5_1 (default f16, or --kv-cache-dtype's).")]
+CacheTypeVOpt = Annotated[str | None, typer.Option("--cache-type-v", "-ctv", metavar="TYPE", show_default=False,
+                                                   help="llama.cpp: V cache type (a quantized V needs flash "
+                                                   "attention).")]
+FlashAttnOpt = Annotated[str, typer.Option("--flash-attn", "-fa", metavar="on|off|auto",
+                                           help="llama.cpp: flash attention (auto: on for a GPU).")]
+UbatchOpt = Annotated[int, typer.Option("--ubatch-size", "-ub", parser=Bounded(int, 1, 1 << 20, unit=" tokens"),
+                                        help="llama.cpp: tokens per physical batch (sizes the compute buffer).")]
+NglOpt = Annotated[str | None, typer.Option("--n-gpu-layers", "-ngl", metavar="N|auto|all", show_default=False,
+                                            help="llama.cpp: layers on the GPU (default auto: all that fit, as "
+                                            "--fit places them).")]
+NCpuMoeOpt = Annotated[int, typer.Option("--n-cpu-moe", "-ncmoe", parser=Bounded(int, 0, 4096),
+                                         help="llama.cpp: the first N layers' MoE experts in host memory.")]
+SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding-window layers.")]
+FitTargetOpt = Annotated[int, typer.Option("--fit-target", parser=Bounded(int, 0, 1 << 20, unit=" MiB"),
+                                           metavar="MiB", help="llama.cpp: memory --fit leaves free per device.")]
+
+
+def _llamacpp(*, ctx_size: int | None, parallel: int | None, max_model_len: int | None, batch_size: int,
+              kv_cache_dtype: str, cache_type_k: str | None, cache_type_v: str | None, flash_attn: str,
+              ubatch_size: int, n_gpu_layers: str | None, n_cpu_moe: int, swa_full: bool, fit_target: int,
+              allow_offload: bool = False) -> Any:
+    from .api import llamacpp_settings
+
+    return llamacpp_settings(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len,
+                             batch_size=batch_size, kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k,
+                             cache_type_v=cache_type_v, flash_attn=flash_attn, ubatch_size=ubatch_size,
+                             n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, swa_full=swa_full,
+                             fit_target_mib=fit_target, allow_offload=allow_offload)
+
+
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
               kv_cache_dtype: str, tensor_parallel_size: int = 1, enforce_eager: bool = False,
               **engine: str | int | float | None) -> Any:
@@ -257,13 +302,13 @@ def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | N
 
 def _read(model: str, settings: Any, *, revision: str | None, token: str | None, offline: bool,
           refresh: bool = False, quiet: bool, deadline: float, label: str = "", progress: bool = True,
-          gpus: Any = None) -> Any:
+          gpus: Any = None, **gguf: Any) -> Any:
     """inspect_model with the progress bar and the checkpoint's warnings on stderr."""
     from .api import inspect_model
 
     with _progress_bar(enabled=progress and not quiet and sys.stderr.isatty()) as bar:
         report = inspect_model(model, revision=revision, token=token, offline=offline or None, refresh=refresh,
-                               progress=bar, settings=settings, gpus=gpus, deadline=deadline)
+                               progress=bar, settings=settings, gpus=gpus, deadline=deadline, **gguf)
     for warning in report.checkpoint.warnings:
         _hint(f"warning: {label + ': ' if label else ''}{warning}", quiet)
     return report
@@ -304,8 +349,21 @@ def inspect_cmd(
     gpu: GpuListOpt = None,
     gpus_file: GpusFileOpt = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    engine: EngineOpt = "auto",
+    file: FileOpt = None,
+    ctx_size: CtxSizeOpt = None,
+    parallel: ParallelOpt = None,
+    cache_type_k: CacheTypeKOpt = None,
+    cache_type_v: CacheTypeVOpt = None,
+    flash_attn: FlashAttnOpt = "auto",
+    ubatch_size: UbatchOpt = 512,
+    n_gpu_layers: NglOpt = None,
+    n_cpu_moe: NCpuMoeOpt = 0,
+    swa_full: SwaFullOpt = False,
+    fit_target: FitTargetOpt = 1024,
 ) -> None:
-    """Count a model's parameters exactly and estimate its memory per precision (the default command)."""
+    """Count a model's parameters exactly and estimate its memory per precision (the default command).
+    For a GGUF model (a file, a repo of them, MODEL:Q4_K_M), llama.cpp's memory and where it fits."""
     from .report import TABLE_PRECISIONS, render_json, render_markdown, render_table
 
     settings = _settings(precision, max_model_len=max_model_len, batch_size=batch_size,
@@ -323,8 +381,24 @@ def inspect_cmd(
         from .api import check_snapshot_target
 
         check_snapshot_target(save_snapshot)
+    llamacpp = _llamacpp(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len, batch_size=batch_size,
+                         kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                         flash_attn=flash_attn, ubatch_size=ubatch_size, n_gpu_layers=n_gpu_layers,
+                         n_cpu_moe=n_cpu_moe, swa_full=swa_full, fit_target=fit_target)
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
-                   gpus=gpus, deadline=time.monotonic() + timeout)
+                   gpus=gpus, deadline=time.monotonic() + timeout, engine=engine, llamacpp=llamacpp, filename=file)
+    if getattr(report, "chosen_file", None) is not None:
+        from . import llamacpp_report as lr
+
+        render = {OutputFormat.json: lr.render_json, OutputFormat.markdown: lr.render_markdown}
+        fmt = OutputFormat.json if json_ else fmt
+        if save_snapshot is not None:
+            from .api import save_snapshot as save
+
+            save(report.checkpoint, save_snapshot)
+            _hint(f"snapshot written to {save_snapshot}", quiet)
+        sys.stdout.write(render[fmt](report) if fmt in render else lr.render_table(report, files=files))
+        return
     if save_snapshot is not None:
         from .api import save_snapshot as save
 

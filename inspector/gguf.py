@@ -14,12 +14,13 @@ before the tensor table starts.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import HeaderError, UnknownDtype
+from .errors import EntryNotFound, HeaderError, UnknownDtype, UsageError
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32  # ggml/docs/gguf.md: "general.alignment ... If not present, 32"
@@ -164,7 +165,15 @@ class _Cursor:
                 if n > KEEP_ARRAY:
                     return ArraySummary(etype, n)
                 return list(struct.unpack("<" + fmt[1] * n, raw))
-            items = [self.value(etype, depth + 1) for _ in range(n)]
+            start, items = self.pos, []
+            for i in range(n):
+                try:
+                    items.append(self.value(etype, depth + 1))
+                except NeedMore as more:
+                    # A tokenizer's strings run on past these bytes: ask for the whole array at once,
+                    # from the mean length so far (a 128k vocabulary's arrays in one more read, not three).
+                    guess = start + (self.pos - start) * n // max(i, 1) + (self.pos - start) // 8 + 65536
+                    raise NeedMore(max(more.needed, min(guess, MAX_HEADER_BYTES))) from None
             return ArraySummary(etype, n) if n > KEEP_ARRAY else items
         raise HeaderError(f"{self.name}: unknown GGUF metadata value type {vtype} at byte {self.pos - 4}")
 
@@ -257,3 +266,183 @@ def read_gguf_header(read: Callable[[int, int], bytes], *, file_bytes: int | Non
             return parse_gguf(data, name=name, complete=complete)
         except NeedMore as more:
             want = min(max(more.needed, 2 * len(data)), MAX_HEADER_BYTES)
+
+
+# --- a repo's GGUF files: quantizations, split sets, projectors -------------------------------------
+
+#: llama.cpp's split names (src/llama.cpp llama_split_path: "%s-%05d-of-%05d.gguf").
+SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<no>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf$")
+#: The quantization in a file name, as llama.cpp's quantize names them (tools/quantize/quantize.cpp
+#: QUANT_OPTIONS) and as uploaders suffix them (Unsloth's "UD-" dynamic quants): the last match wins.
+_QUANT_RE = re.compile(
+    r"(?i)(?<![A-Za-z0-9])((?:UD[-_])?(?:IQ[1-4]_(?:XXS|XS|S|M|NL)|Q[2-8]_K(?:_(?:XXL|XL|S|M|L))?|Q[4-8]_[01]"
+    r"|TQ[12]_0|MXFP4(?:_MOE)?|BF16|F16|F32))(?![A-Za-z0-9])")
+
+
+@dataclass(frozen=True)
+class GGUFFile:
+    """One model file of a repo: a single .gguf, or a split set read as one model."""
+
+    name: str  # the file, or for a split set its first part
+    parts: tuple[str, ...]
+    label: str  # the quantization in its name ("Q4_K_M"), else the name without .gguf
+    bytes: int | None  # all parts together, from the file list
+    projector: bool = False  # an mmproj file: a vision projector, not a model of its own
+
+
+def quant_label(filename: str) -> str | None:
+    """The quantization a file name carries.
+
+    >>> quant_label("Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"), quant_label("Q4_K_M/m-UD-Q4_K_XL-00001-of-00002.gguf")
+    ('Q4_K_M', 'UD-Q4_K_XL')
+    """
+    stem = filename.rsplit("/", 1)[-1]
+    m = SPLIT_RE.match(stem)
+    stem = m["base"] if m else stem.removesuffix(".gguf")
+    found = _QUANT_RE.findall(stem)
+    return found[-1].upper().replace("UD_", "UD-") if found else None
+
+
+def gguf_files(listing: Mapping[str, int | None]) -> list[GGUFFile]:
+    """The repo's GGUF models (split sets grouped, parts in order), projectors marked, by size."""
+    singles: list[GGUFFile] = []
+    sets: dict[tuple[str, int], dict[int, str]] = {}
+    for name in listing:
+        if not name.endswith(".gguf"):
+            continue
+        base = name.rsplit("/", 1)[-1]
+        projector = "mmproj" in base.lower()
+        m = SPLIT_RE.match(base)
+        if m and int(m["count"]) > 1 and not projector:
+            folder = name[: len(name) - len(base)]
+            sets.setdefault((folder + m["base"], int(m["count"])), {})[int(m["no"])] = name
+            continue
+        singles.append(GGUFFile(name, (name,), quant_label(name) or base.removesuffix(".gguf"), listing[name],
+                                projector))
+    for (base, count), parts in sets.items():
+        ordered = tuple(parts[i] for i in sorted(parts))
+        sizes = [listing[p] for p in ordered]
+        total = None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+        first = ordered[0]
+        singles.append(GGUFFile(first, ordered, quant_label(first) or base.rsplit("/", 1)[-1], total))
+        if sorted(parts) != list(range(1, count + 1)):
+            missing = next(i for i in range(1, count + 1) if i not in parts)
+            raise EntryNotFound(f"{base}: part {missing} of the {count}-part split set is missing "
+                                f"({base.rsplit('/', 1)[-1]}-{missing:05d}-of-{count:05d}.gguf)")
+    return sorted(singles, key=lambda f: (f.projector, f.bytes is None, f.bytes or 0, f.name))
+
+
+def choose_file(files: list[GGUFFile], wanted: str, repo: str) -> GGUFFile:
+    """The file a `:TAG` or `--file NAME` names: a file's path (any part of a split set), or its
+    quantization, case-insensitive, as llama.cpp's `-hf org/repo:Q4_K_M` and Ollama's tags do."""
+    for f in files:
+        if wanted in f.parts or wanted == f.name.rsplit("/", 1)[-1]:
+            return f
+    matches = [f for f in files if not f.projector and f.label.lower() == wanted.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    models = [f for f in files if not f.projector]
+    if matches:
+        raise UsageError(f"{repo}: {len(matches)} files are {wanted}: give one with --file "
+                         f"({', '.join(f.name for f in matches[:4])})")
+    shown = ", ".join(f.label for f in models[:24]) or "none"
+    raise EntryNotFound(f"{repo} has no GGUF file {wanted!r}; its quantizations: {shown}")
+
+
+@dataclass(frozen=True)
+class GGUFModel:
+    """A model's GGUF header(s) as one: the first part's metadata, every part's tensors."""
+
+    name: str
+    metadata: Mapping[str, Any]
+    tensors: tuple[GGUFTensor, ...]
+    file_bytes: int | None  # all parts, as the files are (headers, padding and data)
+    headers: Mapping[str, GGUFHeader]
+
+    @property
+    def architecture(self) -> str:
+        arch = self.metadata.get("general.architecture")
+        if not isinstance(arch, str) or not arch:
+            raise HeaderError(f"{self.name}: no general.architecture in the GGUF metadata")
+        return arch
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def elements(self) -> int:
+        return sum(t.elements for t in self.tensors)
+
+
+def merge_parts(name: str, headers: Mapping[str, GGUFHeader], sizes: Mapping[str, int | None]) -> GGUFModel:
+    """One model from a split set's headers (in part order), checked as llama.cpp's loader checks
+    them (src/llama-model-loader.cpp: `split.count` parts, each `split.no` in its place, tensor
+    names unique across parts, `split.tensors.count` tensors in all)."""
+    parts = list(headers)
+    first = headers[parts[0]]
+    count = first.metadata.get("split.count", 1)
+    if len(parts) > 1 or count not in (None, 1):
+        if type(count) is not int or count != len(parts):
+            raise HeaderError(f"{name}: split.count is {count!r} but {len(parts)} part(s) were found")
+        for i, part in enumerate(parts):
+            no = headers[part].metadata.get("split.no")
+            if no != i:
+                raise HeaderError(f"{part}: split.no is {no!r}, expected {i}")
+    tensors: list[GGUFTensor] = []
+    seen: set[str] = set()
+    for part in parts:
+        for t in headers[part].tensors:
+            if t.name in seen:
+                raise HeaderError(f"{part}: tensor {t.name!r} is in two parts")
+            seen.add(t.name)
+            tensors.append(t)
+    total = first.metadata.get("split.tensors.count")
+    if total is not None and total != len(tensors):
+        raise HeaderError(f"{name}: split.tensors.count is {total!r} but the parts hold {len(tensors)} tensors")
+    known = [sizes.get(p) for p in parts]
+    file_bytes = None if any(s is None for s in known) else sum(s for s in known if s is not None)
+    return GGUFModel(name, first.metadata, tuple(tensors), file_bytes, dict(headers))
+
+
+# --- snapshots ----------------------------------------------------------------------------------------
+
+
+def header_to_dict(h: GGUFHeader) -> dict[str, Any]:
+    """A header as JSON (a snapshot's "gguf" entry): long arrays as {"array_of": type, "length": n}."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, ArraySummary):
+            return {"array_of": v.type, "length": v.length}
+        return [plain(x) for x in v] if isinstance(v, list) else v
+
+    return {"version": h.version, "alignment": h.alignment, "header_size": h.header_bytes,
+            "metadata": {k: plain(v) for k, v in h.metadata.items()},
+            "tensors": [[t.name, list(t.shape), t.type, t.offset] for t in h.tensors]}
+
+
+def header_from_dict(d: Mapping[str, Any], name: str) -> GGUFHeader:
+    """A snapshot's "gguf" entry back into a header, checked as a file's would be."""
+    def value(v: Any) -> Any:
+        if isinstance(v, dict):
+            if set(v) != {"array_of", "length"} or not all(type(x) is int and x >= 0 for x in v.values()):
+                raise HeaderError(f"{name}: a metadata value that is no GGUF value")
+            return ArraySummary(v["array_of"], v["length"])
+        return [value(x) for x in v] if isinstance(v, list) else v
+
+    try:
+        version, alignment, size = int(d["version"]), int(d["alignment"]), int(d["header_size"])
+        metadata = {str(k): value(v) for k, v in d["metadata"].items()}
+        tensors = []
+        for tname, shape, ttype, offset in d["tensors"]:
+            if ttype not in GGML_TYPES:
+                raise UnknownDtype(f"{name}: tensor {tname!r} has ggml type {ttype}, which hfmem does not know")
+            dims = tuple(int(x) for x in shape)
+            if not (isinstance(tname, str) and 1 <= len(dims) <= MAX_DIMS and all(x >= 0 for x in dims)
+                    and dims[0] % GGML_TYPES[ttype][1] == 0 and type(offset) is int and offset >= 0):
+                raise HeaderError(f"{name}: tensor {str(tname)[:60]!r} is malformed")
+            tensors.append(GGUFTensor(tname, dims, ttype, offset))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise HeaderError(f"{name}: malformed GGUF entry ({type(e).__name__})") from None
+    if version not in (2, 3) or alignment <= 0 or alignment & (alignment - 1) or size < 0:
+        raise HeaderError(f"{name}: malformed GGUF entry (version, alignment or size)")
+    return GGUFHeader(version, metadata, tuple(tensors), alignment, size, -(-size // alignment) * alignment)

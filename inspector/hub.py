@@ -35,8 +35,7 @@ from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
 from .transport import Response, Transport, checked_url, redirect_target
 
 if TYPE_CHECKING:
-
-    pass
+    from .gguf import GGUFHeader
 
 #: First read of a header whose size nothing predicts: gpt2's header is ~14 KB, most single-file
 #: models' under 64 KB; a longer one costs one more read.
@@ -171,6 +170,30 @@ class HubClient(Transport):
             rest, _ = read(len(data), PREFIX_BYTES + n - 1)
             data += rest
         return data, file_bytes
+
+
+    def gguf_header(self, repo_id: str, sha: str, filename: str) -> GGUFHeader:
+        """A GGUF file's header: the redirect, then Range reads that grow, each continuing the last,
+        to the tensor table's end (gguf.read_gguf_header: one read for most models, two for a
+        128k-256k vocabulary's tokenizer arrays), never past gguf.MAX_HEADER_BYTES."""
+        from .gguf import read_gguf_header
+
+        what = f"{repo_id}/{filename}"
+        located = self.locate(repo_id, sha, filename)
+        url = located if isinstance(located, str) else hub_url(repo_id, revision=sha, filename=filename,
+                                                               base=self.base)
+        size: list[int | None] = [located[1] if isinstance(located, tuple) else None]
+        given = located[0] if isinstance(located, tuple) else b""
+
+        def read(start: int, end: int) -> bytes:
+            if end <= len(given):
+                return given[start:end]
+            r = self.get(url, what=what, byte_range=(start, end - 1), expire_never=True)
+            raise_for_hub_status(r, repo_id=repo_id, revision=sha, filename=filename, authenticated=bool(self.token))
+            body, size[0] = _range_body(r, start, end - 1, what)
+            return body
+
+        return read_gguf_header(read, file_bytes=size[0], name=filename)
 
 
 def _range_body(r: Response, first: int, last: int, what: str) -> tuple[bytes, int | None]:

@@ -18,12 +18,14 @@ from .checkpoint import (
     METADATA_FILES,
     Checkpoint,
     WeightPlan,
+    gguf_plan,
     load_config_json,
     plan_weights,
     shards_from_index,
 )
 from .errors import ConfigError, EntryNotFound, HeaderError, UsageError
 from .files import file_kind, open_regular, read_regular
+from .gguf import GGUFHeader, read_gguf_header
 from .header import PREFIX_BYTES, Header, parse_header, read_length_prefix
 from .source import Source, SourceKind
 
@@ -59,8 +61,44 @@ def read_local(source: Source) -> Checkpoint:
     """Read a LOCAL_DIR or LOCAL_FILE source into a Checkpoint."""
     assert source.path is not None
     if source.kind is SourceKind.LOCAL_FILE:
+        if source.path.suffix == ".gguf":
+            return _read_gguf(source, source.path.parent, source.path.name)
         return _read_file(source.path)
     return _read_dir(source)
+
+
+def read_gguf_file(path: Path) -> GGUFHeader:
+    """One local GGUF file's header, read in growing ranges as from the Hub."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+
+            def read(start: int, end: int) -> bytes:
+                f.seek(start)
+                return f.read(end - start)
+
+            return read_gguf_header(read, file_bytes=size, name=path.name)
+    except FileNotFoundError:
+        raise EntryNotFound(f"{path}: file not found") from None
+    except OSError as e:
+        raise EntryNotFound(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_gguf(source: Source, root: Path, filename: str | None, quant: str | None = None) -> Checkpoint:
+    """A GGUF file (with the other parts of its split set) or a folder's GGUF files: the chosen
+    file's headers; the folder's other GGUF files listed with their sizes."""
+    files, others = _scan(root)
+    _refuse_needed(root, others)
+    if filename is not None and filename not in files:
+        raise EntryNotFound(f"{root / filename}: file not found")
+    listing = {n: s for n, s in files.items() if n.endswith(".gguf")} if filename else files
+    plan, chosen = gguf_plan(listing, filename=filename, quant=quant, repo=str(root))
+    headers = {part: read_gguf_file(root / part) for part in plan.files}
+    return Checkpoint(
+        name=str(root / chosen) if source.kind is SourceKind.LOCAL_FILE else source.repo_id or source.display,
+        files=listing, json_files={}, headers={}, plan=plan, repo_id=source.repo_id, revision=source.revision,
+        sha=source.revision, local_path=str(source.path), gguf=headers,
+    )
 
 
 def _read_file(path: Path) -> Checkpoint:
@@ -86,6 +124,8 @@ def _read_dir(source: Source) -> Checkpoint:
     files, others = _scan(root)
     _refuse_needed(root, others)
     plan = plan_weights(files)
+    if plan.format == "gguf" or source.filename and source.filename.endswith(".gguf") or source.quant:
+        return _read_gguf(source, root, source.filename, source.quant)
     json_files: dict[str, Any] = {}
     for name in (*METADATA_FILES, plan.index_file):
         if name and name in files:
@@ -138,5 +178,5 @@ def _refuse_needed(root: Path, others: dict[str, str]) -> None:
     """UsageError when a file the model may need (config, index, weights) is there but is no regular
     file: read as absent, the model would be counted wrong without a word."""
     for name, kind in sorted(others.items()):
-        if name in METADATA_FILES or name.endswith((".safetensors", ".index.json", ".bin")):
+        if name in METADATA_FILES or name.endswith((".safetensors", ".index.json", ".bin", ".gguf")):
             raise UsageError(f"{root / name}: {kind}, not a regular file; hfmem reads only files")

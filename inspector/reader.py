@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import store
@@ -27,6 +27,7 @@ from .checkpoint import (
     Checkpoint,
     ReadResult,
     WeightPlan,
+    gguf_plan,
     load_config_json,
     plan_weights,
     quantization_config,
@@ -39,6 +40,7 @@ from .source import Source
 
 if TYPE_CHECKING:
     from .checkpoint import SnapshotWriter
+    from .gguf import GGUFHeader
     from .hub import HubClient
     from .params import CountContext, FileTally
     from .workers import Parsed, WorkerPool
@@ -61,7 +63,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
 
     # 0. hfmem's store, the HF cache offline
     pinned, saved = answer_from_store(repo_id, revision, offline=offline, refresh=refresh,
-                                      filename=source.filename, warnings=warnings)
+                                      filename=source.filename or source.quant, warnings=warnings)
     if saved is not None:
         return saved
 
@@ -75,15 +77,18 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                        deadline=deadline)
     warnings += client.warnings
     # 1. sha and file list
-    sha, files, saved = resolve(client, repo_id, revision, pinned, refresh=refresh, filename=source.filename,
+    sha, files, saved = resolve(client, repo_id, revision, pinned, refresh=refresh,
+                                filename=source.filename or source.quant,
                                 warnings=warnings)
     if saved is not None:
         return saved
     # 2. what to read
-    listing, plan, wanted_json = plan_read(repo_id, revision, files, source.filename)
+    listing, plan, wanted_json = plan_read(repo_id, revision, files, source.filename, source.quant)
+    gguf = plan.format == "gguf"
     # 3 and 4. The commit's snapshot is written as the headers arrive, and put in place once
     # everything is read and valid.
-    with (store.snapshot_writer(repo_id, revision, sha, warnings) if not source.filename
+    # (A GGUF read is of one file of many: the HTTP cache keeps its reads, the store no snapshot.)
+    with (store.snapshot_writer(repo_id, revision, sha, warnings) if not source.filename and not gguf
           else nullcontext()) as snapshot:
         read = read_files(client, repo_id, sha, listing, plan, wanted_json, files, snapshot,
                           workers=workers, progress=progress, deadline=deadline)
@@ -157,8 +162,11 @@ def resolve(client: HubClient, repo_id: str, revision: str, pinned: str | None, 
 
 
 def plan_read(repo_id: str, revision: str, files: Mapping[str, int | None],
-              filename: str | None) -> tuple[dict[str, int | None], WeightPlan, list[str]]:
+              filename: str | None, quant: str | None = None) -> tuple[dict[str, int | None], WeightPlan, list[str]]:
     """(the files the Checkpoint lists, the weight plan, the JSON files to read)."""
+    if quant or filename and filename.endswith(".gguf") or not filename and plan_weights(files).format == "gguf":
+        plan, _ = gguf_plan(files, filename=filename, quant=quant, repo=repo_id)
+        return dict(files), plan, []
     if filename:
         if filename not in files:
             raise EntryNotFound(f"{repo_id} has no file {filename!r} at {revision}")
@@ -182,6 +190,7 @@ class ReadFiles:
     headers: LazyHeaders
     tallies: dict[str, FileTally]
     sizes: dict[str, int | None]
+    gguf: dict[str, GGUFHeader] = field(default_factory=dict)
 
 
 def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, int | None], plan: WeightPlan,
@@ -220,6 +229,9 @@ def read_files(client: HubClient, repo_id: str, sha: str, listing: Mapping[str, 
                             read.tallies[name] = parsed.tally
                     if progress:
                         progress(done, len(shard_futures))
+            if plan.format == "gguf":
+                parts = {n: pool.submit(client.gguf_header, repo_id, sha, n) for n in plan.files}
+                read.gguf = {n: _result(f, deadline, repo_id) for n, f in parts.items()}
             if grouped is not None:
                 _result(grouped, deadline, repo_id)  # the index, parsed by the grouping task (its error shows here)
             for name, json_fut in json_futures.items():
@@ -333,7 +345,7 @@ def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: 
     for name, file_bytes in read.sizes.items():
         listing[name] = file_bytes if file_bytes is not None else listing.get(name)
     cp = Checkpoint(
-        name=repo_id if not source.filename else f"{repo_id}/{source.filename}",
+        name=source.display if source.filename or source.quant else repo_id,
         files=listing,
         json_files=read.json_files,
         headers=read.headers,
@@ -342,7 +354,10 @@ def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: 
         revision=revision,
         sha=sha,
         warnings=tuple(dict.fromkeys(warnings)),
+        gguf=read.gguf,
     )
+    if plan.format == "gguf":
+        return ReadResult(cp)
     _ = cp.weight_files  # validates the index before anything is saved
     return ReadResult(store.commit_snapshot(cp, snapshot, read.json_text), tallies=read.tallies)
 

@@ -18,12 +18,15 @@ from urllib.parse import unquote, urlsplit
 from .errors import NotFoundError, UsageError
 
 SNAPSHOT_FORMAT = "hfmem-snapshot/1"
+#: A snapshot holding GGUF headers (a "gguf" object beside "headers"): a reader of format 1 would
+#: see no weights in it, so it carries its own version.
+SNAPSHOT_FORMAT_GGUF = "hfmem-snapshot/2"
 
 
 class SourceKind(str, Enum):
     HUB = "hub"
     LOCAL_DIR = "local_dir"
-    LOCAL_FILE = "local_file"  # one .safetensors file
+    LOCAL_FILE = "local_file"  # one .safetensors or .gguf file
     SNAPSHOT = "snapshot"  # a snapshot written by --save-snapshot
 
 
@@ -41,13 +44,30 @@ class Source:
     revision: str | None = None
     filename: str | None = None
     path: Path | None = None
+    quant: str | None = None  # a GGUF repo's file by its quantization: `org/repo:Q4_K_M`
+
+    def with_file(self, filename: str | None) -> Source:
+        """The same source with `--file NAME` (a file of a Hub repo or of a local folder)."""
+        from dataclasses import replace
+
+        if filename is None:
+            return self
+        if self.kind not in (SourceKind.HUB, SourceKind.LOCAL_DIR):
+            raise UsageError("--file names a file inside a Hub repo or a model folder")
+        if self.filename and self.filename != filename or self.quant:
+            raise UsageError(f"--file {filename!r} contradicts the file the model argument names")
+        if any(p in ("", ".", "..") for p in filename.split("/")) or "\\" in filename or not filename.isprintable():
+            raise UsageError(f"--file {filename!r}: not a file path inside the repo")
+        return replace(self, filename=filename)
 
     @property
     def display(self) -> str:
         if self.kind is SourceKind.HUB:
             assert self.repo_id is not None
-            return self.repo_id + (f"/{self.filename}" if self.filename else "")
+            return self.repo_id + (f"/{self.filename}" if self.filename else f":{self.quant}" if self.quant else "")
         assert self.path is not None
+        if self.filename:
+            return f"{self.path}/{self.filename}"
         # "." says nothing in a title: show the folder's real name.
         return str(self.path.resolve()) if self.path.name in ("", ".", "..") else str(self.path)
 
@@ -74,12 +94,20 @@ def parse_source(text: str, revision: str | None = None, *, validate: bool = Tru
         raise UsageError(f"not a path on disk nor a valid repo id: {text!r}")
     if re.match(r"^https?://", text):
         return _url_source(text, revision, validate)
+    quant = None
+    # llama.cpp's `-hf org/repo:Q4_K_M` and Ollama's `hf.co/org/repo:Q4_K_M`: a GGUF file by its tag.
+    m = _TAGGED.match(text)
+    if m:
+        text, quant = m["repo"], m["tag"]
     if _looks_like_path(text):
         raise NotFoundError(f"no such file or directory: {text}")
     if validate:
         validate_repo_id(text)
     _validate_revision(revision)
-    return Source(SourceKind.HUB, repo_id=text, revision=revision)
+    return Source(SourceKind.HUB, repo_id=text, revision=revision, quant=quant)
+
+
+_TAGGED = re.compile(r"^(?:(?:hf\.co|huggingface\.co)/)?(?P<repo>[^:/]+/[^:/]+|[^:/]+):(?P<tag>[A-Za-z0-9_.-]{1,64})$")
 
 
 def _expand(path: Path) -> Path:
@@ -136,12 +164,12 @@ def _local_source(path: Path, revision: str | None) -> Source:
         return Source(SourceKind.LOCAL_DIR, path=path)
     if revision:
         raise UsageError("--revision applies to Hub repos, not to a local file")
-    if path.suffix == ".safetensors":
+    if path.suffix in (".safetensors", ".gguf"):
         return Source(SourceKind.LOCAL_FILE, path=path)
     if path.name.endswith((".json", ".json.gz")):
         return Source(SourceKind.SNAPSHOT, path=path)
     raise UsageError(
-        f"{path}: not a .safetensors file, a model directory or an hfmem snapshot (.json, .json.gz)"
+        f"{path}: not a .safetensors or .gguf file, a model directory or an hfmem snapshot (.json, .json.gz)"
     )
 
 
@@ -176,8 +204,8 @@ def _url_source(url: str, revision: str | None, validate: bool = True) -> Source
             # Segments are unquoted: `%2e%2e` and `%2F` arrive here as `..` and `/`.
             if any(p in ("", ".", "..") for p in filename.split("/")):
                 raise UsageError(f"{url}: not a file path inside the repo")
-            if not filename.endswith(".safetensors"):
-                raise UsageError(f"{url}: only a .safetensors file or a whole repo can be read")
+            if not filename.endswith((".safetensors", ".gguf")):
+                raise UsageError(f"{url}: only a .safetensors or .gguf file, or a whole repo, can be read")
     if revision and url_revision and revision != url_revision:
         raise UsageError(f"--revision {revision!r} contradicts the URL's revision {url_revision!r}")
     if validate:

@@ -325,7 +325,7 @@ class FakeHub:
         f = repo.files.get(filename)
         if f is None:
             return 404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}, b""
-        if filename.endswith(".safetensors"):
+        if filename.endswith((".safetensors", ".gguf")):  # LFS files: to the CDN
             key = hashlib.sha256(f"{repo.repo_id}/{filename}".encode()).hexdigest()
             location = f"{self.cdn_base}/cdn/{key}?X-Amz-Signature=fake"
             self._cdn_files[key] = f

@@ -214,7 +214,8 @@ def test_save_snapshot_then_read_it_back(tmp_path, capsys) -> None:
     [
         (lambda d: (d / "model.safetensors").write_bytes(b"\x01\x02"), 6, "file too short"),
         (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 16), 6, "exceeds the spec's limit"),
-        (lambda d: (d / "x.gguf").write_bytes(b"GGUF"), 6, "found only 1 GGUF file"),
+        (lambda d: (d / "x.gguf").write_bytes(b"GGUF"), 6, "truncated GGUF header"),
+        (lambda d: (d / "x.gguf").write_bytes(b"GGML" + bytes(60)), 6, "not a GGUF file"),
         (lambda d: (d / "README.md").write_text("x"), 4, "no weight files"),
     ],
 )

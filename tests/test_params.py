@@ -178,10 +178,10 @@ def test_single_pytorch_bin_without_dtype_assumes_float32(tmp_path: Path) -> Non
     assert "float32 assumed" in (p.derived_note or "")
 
 
-def test_gguf_only_says_what_is_there(tmp_path: Path) -> None:
-    (tmp_path / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
-    (tmp_path / "model-Q8_0.gguf").write_bytes(b"GGUF")
-    with pytest.raises(UnsupportedFormat, match="found only 2 GGUF files"):
+def test_other_formats_say_what_is_there(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with pytest.raises(UnsupportedFormat, match="found only 1 ONNX file, 1 TensorFlow"):
         inspect_model(str(tmp_path))
 
 

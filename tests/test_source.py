@@ -78,11 +78,13 @@ def test_local_kinds(tmp_path: Path) -> None:
     (tmp_path / "m.safetensors").write_bytes(b"")
     (tmp_path / "snap.json").write_text("{}")
     (tmp_path / "weights.gguf").write_bytes(b"")
+    (tmp_path / "weights.onnx").write_bytes(b"")
     assert parse_source(str(tmp_path)).kind is SourceKind.LOCAL_DIR
     assert parse_source(str(tmp_path / "m.safetensors")).kind is SourceKind.LOCAL_FILE
     assert parse_source(str(tmp_path / "snap.json")).kind is SourceKind.SNAPSHOT
-    with pytest.raises(UsageError, match="not a .safetensors file"):
-        parse_source(str(tmp_path / "weights.gguf"))
+    assert parse_source(str(tmp_path / "weights.gguf")).kind is SourceKind.LOCAL_FILE
+    with pytest.raises(UsageError, match="not a .safetensors or .gguf file"):
+        parse_source(str(tmp_path / "weights.onnx"))
     with pytest.raises(UsageError, match="--revision applies to Hub repos"):
         parse_source(str(tmp_path), "main")
 
