@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -423,6 +423,9 @@ class GGUFReport:
     quantizations: tuple[QuantRow, ...]
     fit: tuple[Any, ...]  # llamacpp.DeviceFit per GPU
     first_gpu: str | None
+    file_named: bool = False  # the user named the file (a path, --file, :TAG): no other is chosen
+    #: Reads another file of the same repo or folder (`check` picks the file for its own GPU).
+    reader: Callable[[str], Checkpoint] | None = field(default=None, repr=False, compare=False)
 
     @property
     def chosen_file(self) -> str:
@@ -470,15 +473,12 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     first = gpus[0] if gpus else None
     budget = max(0, first.cuda_bytes - settings.fit_target_mib * lc.MIB) if first else None
     files = [f for f in gguf_files(checkpoint.files) if not f.projector]
-    ratio = full.placement.model_gpu / max(1, full.model_bytes)  # the share of the weights on the GPU
-    other = full.placement.kv_gpu + full.placement.compute_gpu
-
     def row(f: Any, chosen: str) -> QuantRow:
         size = f.bytes
         if f.name == chosen:
             size = size if size and size >= full.model_bytes else full.model_bytes
         gpu_bytes = (full.placement.gpu_bytes if f.name == chosen
-                     else int(size * ratio) + other if size is not None else None)
+                     else lc.file_gpu_bytes(model, settings, size, full=full) if size is not None else None)
         return QuantRow(f.name, f.label, size, round(size * 8 / model.params, 2) if size and model.params else None,
                         gpu_bytes, None if budget is None or gpu_bytes is None else gpu_bytes <= budget,
                         f.name == chosen)
@@ -498,9 +498,19 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     estimate = lc.estimate(model, settings)
     layers = lc.layer_bytes(model)
     fits = tuple(lc.fit_device(model, settings, g.name, g.cuda_bytes, layers) for g in gpus)
-    ratio = full.placement.model_gpu / max(1, full.model_bytes)
     rows = [row(f, chosen) for f in files]
-    return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None)
+    rereadable = source.kind in (SourceKind.HUB, SourceKind.LOCAL_DIR, SourceKind.LOCAL_FILE)
+    return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None,
+                      bool(named), (lambda name: read(replace(source, filename=name, quant=None, kind=_dir_kind(source),
+                                                 path=_dir_path(source)))) if rereadable else None)
+
+
+def _dir_kind(source: Source) -> SourceKind:
+    return SourceKind.LOCAL_DIR if source.kind is SourceKind.LOCAL_FILE else source.kind
+
+
+def _dir_path(source: Source) -> Path | None:
+    return source.path.parent if source.kind is SourceKind.LOCAL_FILE and source.path else source.path
 
 
 def llamacpp_settings(*, ctx_size: int | None = None, parallel: int | None = None, max_model_len: int | None = None,

@@ -29,6 +29,7 @@ from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES
 from .limits import MAX_GPUS, MAX_TOKENS
+from .llamacpp import CACHE_TYPES
 from .train import METHODS, OPTIMIZERS, TRAIN_PRECISIONS, TrainFit, TrainSettings, train_fit
 from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
 
@@ -62,6 +63,14 @@ class CheckSpec:
     micro_batch_size: int | None = None
     gradient_checkpointing: bool | None = None
     zero: int | None = None
+    # A GGUF model (llama.cpp): its file and llama.cpp's options.
+    file: str | None = None
+    ctx_size: int | None = None
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+    flash_attn: str | None = None
+    allow_offload: bool = False
+    host_memory: float | None = None  # GiB of host memory the offloaded part may use
 
     @property
     def training(self) -> bool:
@@ -86,6 +95,8 @@ TRAIN_KEYS = ("method", "lora_r", "lora_target", "optimizer", "train_precision",
 #: vLLM's options, which mean nothing for a training check.
 SERVING_KEYS = ("precision", "max_model_len", "batch_size", "kv_cache_dtype", "gpu_memory_utilization",
                 "vllm_version", "entrypoint", "dtype")
+#: llama.cpp's options, for a GGUF model.
+GGUF_KEYS = ("file", "ctx_size", "cache_type_k", "cache_type_v", "flash_attn", "allow_offload", "host_memory")
 DEFAULT_KEYS = frozenset(f.name for f in fields(CheckSpec)) - {"id", "revision"}
 ENTRY_KEYS = frozenset(f.name for f in fields(CheckSpec))
 
@@ -98,6 +109,8 @@ class CheckResult:
     position: int  # the entry's number in the file, from 1; 0 for a model named on the command line
     fit: Fit | None = None
     train: TrainFit | None = None
+    gguf: Any = None  # llamacpp.DeviceFit: a GGUF model under llama.cpp
+    gguf_file: str | None = None
     revision_sha: str | None = None
     context_tokens: int | None = None
     native_note: str | None = None
@@ -115,16 +128,24 @@ class CheckResult:
     def fits(self) -> bool:
         if self.train is not None:
             return self.train.fits
+        if self.gguf is not None:
+            return bool(self.gguf.all_layers or self.spec.allow_offload and self.gguf.estimate.placement.n_gpu_layers
+                        and (self.spec.host_memory is None
+                             or self.gguf.estimate.placement.host_bytes <= self.spec.host_memory * 2**30))
         return self.fit is not None and self.fit.fits and self.fit.per_gpu is not None
 
     @property
     def gpu_name(self) -> str | None:
+        if self.gguf is not None:
+            return str(self.gguf.device)
         f = self.train or self.fit
         return f.gpu.name if f else None
 
     @property
     def per_gpu_bytes(self) -> tuple[int, int] | None:
         """(needed, usable) bytes per GPU."""
+        if self.gguf is not None:
+            return self.gguf.estimate.placement.gpu_bytes, self.gguf.budget_bytes
         if self.train is not None:
             return self.train.estimate.total_bytes, self.train.usable_bytes
         if self.fit is not None and self.fit.per_gpu is not None:
@@ -133,12 +154,16 @@ class CheckResult:
 
     @property
     def gpus_used(self) -> int | None:
+        if self.gguf is not None:
+            return 1
         if self.train is not None:
             return self.train.count
         return self.fit.tensor_parallel_size if self.fit else None
 
     @property
     def longest_tokens(self) -> int | None:
+        if self.gguf is not None:
+            return self.gguf.longest_ctx  # type: ignore[no-any-return]
         if self.train is not None:
             return self.train.max_seq_len
         return self.fit.max_context_tokens if self.fit else None
@@ -158,7 +183,9 @@ class CheckResult:
             "status": self.status,
             "exit_code": self.exit_code,
             "context_tokens": self.context_tokens,
-            "fit": self.fit.to_dict() if self.fit else self.train.to_dict() if self.train else None,
+            "fit": (self.fit.to_dict() if self.fit else self.train.to_dict() if self.train
+                    else {**self.gguf.to_dict(), "engine": "llama.cpp", "file": self.gguf_file} if self.gguf
+                    else None),
             "note": self.native_note,
             "error": self.error,
         }
@@ -223,9 +250,25 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
         elif key == "zero":
             ok = value in (0, 1, 2, 3) and not isinstance(value, bool)
             want = "a ZeRO stage: 0, 1, 2 or 3"
-        elif key == "gradient_checkpointing":
+        elif key in ("gradient_checkpointing", "allow_offload"):
             ok = isinstance(value, bool)
             want = "true or false"
+        elif key == "file":
+            ok = isinstance(value, str) and value.strip() != "" and value.isprintable()
+            want = "a file name in the repo"
+        elif key == "ctx_size":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_TOKENS
+            want = f"a whole number from 1 to {MAX_TOKENS:,}"
+        elif key in ("cache_type_k", "cache_type_v"):
+            ok = isinstance(value, str) and value.lower() in CACHE_TYPES
+            want = "one of " + ", ".join(CACHE_TYPES)
+            value = value.lower() if ok else value
+        elif key == "flash_attn":
+            ok = value in ("on", "off", "auto")
+            want = "on, off or auto"
+        elif key == "host_memory":
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1 << 20
+            want = "GiB of host memory, a number from 0"
         elif key in ("method", "optimizer", "train_precision"):
             allowed_values = {"method": METHODS, "optimizer": OPTIMIZERS, "train_precision": TRAIN_PRECISIONS}[key]
             ok = value in allowed_values
@@ -316,6 +359,11 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
     if not spec.gpu:
         raise UsageError("no GPU named: give --gpu or set gpu in [defaults] or the entry")
     target = find_gpu(spec.gpu, gpus)
+    if getattr(report, "chosen_file", None) is not None:
+        return _evaluate_gguf(spec, report, target, position)
+    if spec.file or any(getattr(spec, k) not in (None, False) for k in GGUF_KEYS):
+        given = next(k for k in GGUF_KEYS if getattr(spec, k) not in (None, False))
+        raise EntryError(f"{report.checkpoint.name}: {given} is a llama.cpp setting, for a GGUF model")
     if report.architecture is None:
         why = report.architecture_error or "no config.json"
         raise ConfigError(f"{report.checkpoint.name}: {why}; cannot check")
@@ -339,6 +387,39 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
                                                        settings.assumptions)[0]
     return CheckResult(spec, position, result, revision_sha=report.checkpoint.sha, context_tokens=context,
                        native_note=note)
+
+
+def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> CheckResult:
+    """A GGUF model on one GPU as llama.cpp's --fit would place it: it fits when every layer does
+    (or, with allow_offload, when some layers do and the rest fit host_memory). Without a file
+    named, the largest quantization whose every layer fits this GPU is the one checked."""
+    from . import llamacpp as lc
+
+    if spec.training:
+        raise EntryError(f"{report.checkpoint.name}: hfmem's training estimate reads safetensors checkpoints, "
+                         "not GGUF")
+    settings = lc.LlamaCppSettings(
+        ctx_size=spec.ctx_size or (spec.max_model_len * spec.batch_size if spec.max_model_len
+                                   and spec.max_model_len > 0 else None),
+        parallel=spec.batch_size, cache_type_k=spec.cache_type_k, cache_type_v=spec.cache_type_v,
+        kv_cache_dtype=spec.kv_cache_dtype, flash_attn=spec.flash_attn or "auto").resolved()
+    checkpoint, model = report.checkpoint, report.model
+    budget = max(0, target.cuda_bytes - settings.fit_target_mib * lc.MIB)
+    named = spec.file or (report.chosen_file if report.file_named else None)
+    if not named and report.reader is not None and len(report.quantizations) > 1:
+        full = lc.estimate(model, settings)
+        sized = [q for q in report.quantizations if q.file_bytes]
+        fitting = [q for q in sized if lc.file_gpu_bytes(model, settings, q.file_bytes, full=full) <= budget]
+        best = max(fitting, key=lambda q: q.file_bytes) if fitting else min(sized, key=lambda q: q.file_bytes)
+        named = best.file
+    if named and named not in checkpoint.plan.files:
+        if report.reader is None:
+            raise EntryError(f"{checkpoint.name}: no GGUF file {named!r} was read")
+        checkpoint = report.reader(named)
+        model = lc.llama_model(checkpoint.gguf_model())
+    device = lc.fit_device(model, settings, target.name, target.cuda_bytes)
+    return CheckResult(spec, position, gguf=device, gguf_file=checkpoint.plan.files[0],
+                       revision_sha=checkpoint.sha, context_tokens=device.estimate.kv.n_ctx)
 
 
 def run_checks(entries: Sequence[CheckSpec | CheckResult], read: Reader, gpus: Sequence[GPU], *,

@@ -547,6 +547,18 @@ def check_cmd(
         help="Training: recompute each layer in the backward (default off).")] = None,
     zero: Annotated[int | None, typer.Option("--zero", parser=Bounded(int, 0, 3), show_default=False,
                                              help="Training: DeepSpeed ZeRO stage over --count GPUs.")] = None,
+    file: FileOpt = None,
+    ctx_size: CtxSizeOpt = None,
+    cache_type_k: CacheTypeKOpt = None,
+    cache_type_v: CacheTypeVOpt = None,
+    flash_attn: Annotated[str | None, typer.Option("--flash-attn", "-fa", metavar="on|off|auto", show_default=False,
+                                                   help="llama.cpp: flash attention (default auto).")] = None,
+    allow_offload: Annotated[bool | None, typer.Option(
+        "--allow-offload", show_default=False,
+        help="GGUF: pass with some layers in host memory (default: every layer must be on the GPU).")] = None,
+    host_memory: Annotated[float | None, typer.Option(
+        "--host-memory", parser=Bounded(float, 0, 1 << 20, unit=" GiB"), metavar="GiB", show_default=False,
+        help="GGUF with --allow-offload: host memory the offloaded layers may use.")] = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Exit 0 if the model fits on the GPU(s), 3 if it does not, an error code otherwise; say why.
@@ -567,7 +579,9 @@ def check_cmd(
                                    lora_r=lora_r, lora_target=lora_target, optimizer=optimizer and optimizer.value,
                                    train_precision=train_precision and train_precision.value, seq_len=seq_len,
                                    micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
-                                   zero=zero).items() if v is not None}
+                                   zero=zero, file=file, ctx_size=ctx_size, cache_type_k=cache_type_k,
+                                   cache_type_v=cache_type_v, flash_attn=flash_attn, allow_offload=allow_offload,
+                                   host_memory=host_memory).items() if v is not None}
     if (model is None) == (models is None):
         raise UsageError("give either a MODEL or --models FILE")
     if models is not None and revision is not None:
@@ -590,7 +604,7 @@ def check_cmd(
             import json
 
             r = results[0]
-            fit_dict = r.train.to_dict() if r.train else r.fit.to_dict() if r.fit else {}
+            fit_dict = r.to_dict()["fit"] or {}
             sys.stdout.write(json.dumps({"model": model, "revision": r.revision_sha, "exit_code": r.exit_code,
                                          "context_tokens": r.context_tokens, **fit_dict}, indent=2) + "\n")
         else:
@@ -621,6 +635,8 @@ def _check_line(r: Any) -> str:
 
     if r.train is not None:
         return _train_check_line(r)
+    if r.gguf is not None:
+        return _gguf_check_line(r)
     f, s = r.fit, r.spec
     if not (f.fits and f.per_gpu is not None):
         return f"does not fit: {s.id} ({s.precision}): {f.reason}\n"
@@ -629,6 +645,27 @@ def _check_line(r: Any) -> str:
             f"{gib(f.per_gpu.total_bytes)} of {gib(f.usable_bytes)} usable per GPU at {r.context_tokens:,} tokens "
             f"x {s.batch_size}; longest context {f.max_context_tokens:,} tokens; largest batch {f.max_batch_size}; "
             f"decode <= {f.decode_tokens_per_s_bound:.0f} tokens/s per sequence (bandwidth bound)\n")
+
+
+def _gguf_check_line(r: Any) -> str:
+    """One line for a GGUF model under llama.cpp: which file, where its layers go, and why."""
+    from .report import gib
+
+    d, s = r.gguf, r.spec
+    p = d.estimate.placement
+    n = d.estimate.model.n_layer + 1
+    what = (f"{s.id}: {r.gguf_file} on {d.device} at -c {d.estimate.kv.n_ctx:,}: {gib(p.gpu_bytes)} of "
+            f"{gib(d.budget_bytes)} (--fit-target {d.estimate.settings.fit_target_mib} MiB left free)")
+    longest = f"; longest -c with every layer {d.longest_ctx:,}" if d.longest_ctx else ""
+    if d.all_layers:
+        return f"fits: {what}, all {n} layers on the GPU{longest}\n"
+    placed = (f"{p.n_gpu_layers}/{n} layers on the GPU" if not d.estimate.settings.n_cpu_moe else
+              f"the experts of {d.estimate.settings.n_cpu_moe} layers in host memory")
+    verdict = "fits with offload" if r.fits else "does not fit"
+    why = "" if r.fits else (" (--allow-offload passes this)" if p.n_gpu_layers and not s.allow_offload
+                             else f" (host memory {gib(p.host_bytes)} > --host-memory {s.host_memory:g} GiB)"
+                             if p.n_gpu_layers else "")
+    return f"{verdict}: {what}, {placed}, {gib(p.host_bytes)} in host memory{why}\n"
 
 
 @app.command("train")

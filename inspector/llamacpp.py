@@ -24,8 +24,8 @@ from .errors import ConfigError, UnsupportedFormat, UsageError
 from .gguf import GGML_TYPES, ArraySummary, GGUFModel, GGUFTensor
 
 #: The llama.cpp snapshot these rules were read from (`fetch github:ggml-org/llama.cpp`).
-LLAMA_CPP_COMMIT = "see RULES_SOURCE"
-RULES_SOURCE = "ggml-org/llama.cpp master, 2026-12 snapshot (docs/research/llamacpp-rules.md)"
+LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+RULES_SOURCE = "llama.cpp b11312 (0c1e570, 2026-10-01); docs/research/llamacpp-rules.md"
 
 MIB = 1 << 20
 
@@ -267,8 +267,14 @@ def llama_model(model: GGUFModel) -> LlamaModel:
         n_layer_kv=n_layer_kv, n_nextn=_int(meta, p + "nextn_predict_layers", name, 0),
         n_embd_head_k_swa=_int(meta, p + "attention.key_length_swa", name, n_embd_head_k),
         n_embd_head_v_swa=_int(meta, p + "attention.value_length_swa", name, n_embd_head_v),
-        params=model.elements, file_type=_file_type(model.tensors), tensors=model.tensors,
+        params=sum(t.elements for t in model.tensors if not t.name.startswith(_BUFFERS)),
+        file_type=_file_type(model.tensors), tensors=model.tensors,
     )
+
+
+#: Tensors that are buffers, not parameters: Llama 3.1's rope_freqs (its rope scaling's factors,
+#: written by convert_hf_to_gguf.py; transformers computes them) and Phi-3's rope_factors_*.
+_BUFFERS = ("rope_freqs", "rope_factors")
 
 
 def _swa_layers(meta: Mapping[str, Any], arch: str, n_layer: int, n_swa: int, name: str) -> tuple[bool, ...]:
@@ -319,6 +325,8 @@ def tensor_layer(name: str, n_layer: int) -> int:
         return int(m[1])
     if name.startswith(("output", "cls")):
         return n_layer
+    if name.startswith(_BUFFERS):  # created with layer 0 (and duplicated for the others): src/llama-model.cpp
+        return 0
     return -1
 
 
@@ -423,6 +431,8 @@ def kv_layout(m: LlamaModel, s: LlamaCppSettings) -> KVLayout:
     per stream, or the full size with --swa-full; the same cache types."""
     n_seq = max(1, s.parallel)
     n_ctx = pad(s.ctx_size or m.n_ctx_train or FIT_CTX, N_CTX_PAD)
+    if s.ctx_size is None and not s.kv_unified:  # --fit's default: the training context per stream
+        n_ctx *= n_seq
     if s.kv_unified or n_seq == 1:
         n_ctx_seq, streams = n_ctx, 1
     else:
@@ -469,7 +479,7 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
     The host buffer (CUDA_Host) holds the inputs: the embeddings' rows (token_embd stays on the CPU)
     and the masks. Without a GPU, the CPU buffer is the peak itself.
     The formula: docs/research/llamacpp-rules.md; checked against logs in tests/data/llamacpp_ledger.json."""
-    n_kv = kv.cells
+    n_kv = kv.n_ctx_seq  # the graph attends over one stream's cells
     n_ub = min(s.ubatch_size, s.batch_size, kv.n_ctx)
     f32 = 4
     e = m.n_embd * n_ub * f32
@@ -483,7 +493,7 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
     else:
         ffn = 3 * max(m.n_ff) * n_ub * f32 + 2 * e
     out = m.n_vocab * n_ub * f32 + e
-    swa_mask = kv.swa_cells * n_ub * mask if m.n_swa and kv.swa_cells != kv.cells else 0
+    swa_mask = kv.swa_cells * kv.n_ctx_seq // kv.cells * n_ub * mask if m.n_swa and kv.swa_cells != kv.cells else 0
     host = e + n_kv * n_ub * mask + swa_mask + 10 * 1024  # + tokens, positions, output ids
     if not layers_on_gpu:
         return 0, max(attn, ffn, out)
@@ -589,6 +599,15 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     return LlamaCppEstimate(m, s, kv, placement, sum(layers.host) + layers.input_bytes)
 
 
+def file_gpu_bytes(m: LlamaModel, s: LlamaCppSettings, file_bytes: int, *, full: LlamaCppEstimate | None = None) -> int:
+    """Another quantization of the same model with every layer on the GPU, from its file's size:
+    the weights in the share this model's file keeps on the GPU (all but the token embeddings),
+    the KV cache and compute buffers as this model's (they do not depend on the weights' type)."""
+    full = full or estimate(m, replace(s, n_gpu_layers=None, n_cpu_moe=0))
+    share = full.placement.model_gpu / max(1, full.model_bytes)
+    return int(file_bytes * share) + full.placement.kv_gpu + full.placement.compute_gpu
+
+
 # --- where it fits -----------------------------------------------------------------------------------
 
 
@@ -643,13 +662,15 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, memory_bytes: in
     full = at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
     if full.placement.gpu_bytes <= budget:
         return result(full)
-    if s.ctx_size is None and train > FIT_CTX:
-        low = at(FIT_CTX, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
+    streams = 1 if s.kv_unified else max(1, s.parallel)
+    top, floor, step = train * streams, FIT_CTX * streams, N_CTX_PAD * streams  # common/fit.cpp: per stream
+    if s.ctx_size is None and top > floor:
+        low = at(floor, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
         lo, hi = low.placement.gpu_bytes, full.placement.gpu_bytes
         if budget > lo:
-            n = FIT_CTX + (train - FIT_CTX) * (budget - lo) // max(1, hi - lo)
-            return result(at(max(n - n % N_CTX_PAD, FIT_CTX), n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
-        ctx = FIT_CTX
+            n = floor + (top - floor) * (budget - lo) // max(1, hi - lo)
+            return result(at(max(n - n % step, floor), n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
+        ctx = floor
     if user_placed:
         return result(at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
     if m.is_moe and at(ctx, n_cpu_moe=m.n_layer).placement.gpu_bytes <= budget:
@@ -661,14 +682,17 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, memory_bytes: in
             else:
                 lo_n = mid + 1
         return result(at(ctx, n_cpu_moe=lo_n))
-    lo_l, hi_l = 0, m.n_layer  # the most layers that fit (n_layer + 1 did not)
+    # The most layers that fit (n_layer + 1 did not); an MoE's keep their experts in host memory
+    # (common/fit.cpp step 3: the layers it fills are "dense-only").
+    experts = m.n_layer if m.is_moe else 0
+    lo_l, hi_l = 0, m.n_layer
     while lo_l < hi_l:
         mid = (lo_l + hi_l + 1) // 2
-        if at(ctx, n_gpu_layers=mid).placement.gpu_bytes <= budget:
+        if at(ctx, n_gpu_layers=mid, n_cpu_moe=experts).placement.gpu_bytes <= budget:
             lo_l = mid
         else:
             hi_l = mid - 1
-    return result(at(ctx, n_gpu_layers=lo_l))
+    return result(at(ctx, n_gpu_layers=lo_l, n_cpu_moe=experts))
 
 
 def longest_ctx(m: LlamaModel, s: LlamaCppSettings, budget: int, layers: LayerBytes | None = None) -> int | None:

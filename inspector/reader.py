@@ -34,7 +34,7 @@ from .checkpoint import (
     shards_from_index,
 )
 from .env import env_int, offline_requested, resolve_token
-from .errors import EntryNotFound, NetworkError, OfflineMiss
+from .errors import EntryNotFound, HfmemError, NetworkError, OfflineMiss
 from .header import Header, LazyHeaders
 from .source import Source
 
@@ -61,9 +61,12 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     offline = offline_requested() if offline is None else offline
     warnings: list[str] = []
 
-    # 0. hfmem's store, the HF cache offline
+    # 0. hfmem's store, the HF cache offline. (One safetensors file of a repo is read apart; a GGUF
+    # commit's snapshot holds the files read so far, and answers when it holds the one wanted.)
+    apart = source.filename if source.filename and not source.filename.endswith(".gguf") else None
     pinned, saved = answer_from_store(repo_id, revision, offline=offline, refresh=refresh,
-                                      filename=source.filename or source.quant, warnings=warnings)
+                                      filename=apart, warnings=warnings)
+    saved = gguf_usable(saved, source)
     if saved is not None:
         return saved
 
@@ -77,9 +80,9 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
                        deadline=deadline)
     warnings += client.warnings
     # 1. sha and file list
-    sha, files, saved = resolve(client, repo_id, revision, pinned, refresh=refresh,
-                                filename=source.filename or source.quant,
+    sha, files, saved = resolve(client, repo_id, revision, pinned, refresh=refresh, filename=apart,
                                 warnings=warnings)
+    saved = gguf_usable(saved, source)
     if saved is not None:
         return saved
     # 2. what to read
@@ -87,7 +90,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     gguf = plan.format == "gguf"
     # 3 and 4. The commit's snapshot is written as the headers arrive, and put in place once
     # everything is read and valid.
-    # (A GGUF read is of one file of many: the HTTP cache keeps its reads, the store no snapshot.)
+    # (A GGUF read is of one file of many: its snapshot is saved once read, with the files before.)
     with (store.snapshot_writer(repo_id, revision, sha, warnings) if not source.filename and not gguf
           else nullcontext()) as snapshot:
         read = read_files(client, repo_id, sha, listing, plan, wanted_json, files, snapshot,
@@ -357,12 +360,30 @@ def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: 
         gguf=read.gguf,
     )
     if plan.format == "gguf":
-        return ReadResult(cp)
+        return ReadResult(store.save_gguf(cp, warnings))
     _ = cp.weight_files  # validates the index before anything is saved
     return ReadResult(store.commit_snapshot(cp, snapshot, read.json_text), tallies=read.tallies)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+def gguf_usable(saved: ReadResult | None, source: Source) -> ReadResult | None:
+    """A saved snapshot as the answer to this read: a GGUF commit's when it holds the file wanted
+    (the plan made again on its file list), a safetensors commit's unless a GGUF file is wanted."""
+    if saved is None:
+        return None
+    cp = saved.checkpoint
+    if cp.plan.format != "gguf":
+        return None if source.quant or (source.filename or "").endswith(".gguf") else saved
+    try:
+        plan, _ = gguf_plan(cp.files, filename=source.filename, quant=source.quant, repo=cp.name)
+    except HfmemError:
+        return None  # (said again, from the Hub's own listing)
+    if not all(part in cp.gguf for part in plan.files):
+        return None
+    return replace(saved, checkpoint=replace(cp, plan=plan, gguf={p: cp.gguf[p] for p in plan.files},
+                                             name=source.display if source.filename or source.quant else cp.name))
 
 
 def _warned(read: ReadResult, warnings: list[str]) -> ReadResult:

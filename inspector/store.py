@@ -179,6 +179,33 @@ def commit_snapshot(cp: Checkpoint, snapshot: SnapshotWriter | None, json_text: 
     return with_warnings(cp, [disk_warning(snapshot.error)]) if snapshot.error is not None else cp
 
 
+def save_gguf(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
+    """Save a GGUF commit's snapshot: the file list and the headers read, with those a snapshot
+    saved before holds (each run may read another quantization). A repo that also has safetensors
+    weights keeps its safetensors snapshot. A disk that refuses costs the next run's speed."""
+    from .cache import disk_warning
+    from .checkpoint import WeightPlan, load_snapshot, plan_weights, save_snapshot
+
+    if not (cp.repo_id and cp.sha) or plan_weights(cp.files).format != "gguf":
+        return cp
+    path = snapshot_path(cp.repo_id, cp.sha)
+    headers = dict(cp.gguf)
+    try:
+        if path.is_file():
+            before = load_snapshot(path)
+            headers = {**before.gguf, **headers}
+    except (OSError, HfmemError):
+        pass  # a damaged or unreadable one is replaced
+    whole = replace(cp, gguf=headers, plan=WeightPlan("gguf", None, tuple(headers)), name=cp.repo_id,
+                    revision=cp.revision, warnings=())
+    try:
+        private_dir(path.parent)
+        save_snapshot(whole, path, mode=0o600)
+    except (OSError, HfmemError) as e:
+        return with_warnings(cp, [disk_warning(e if isinstance(e, OSError) else OSError(str(e)))])
+    return cp
+
+
 def with_warnings(cp: Checkpoint, warnings: list[str]) -> Checkpoint:
     return replace(cp, warnings=(*cp.warnings, *warnings)) if warnings else cp
 

@@ -92,3 +92,18 @@ def fake_hub(fake_hub_server, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_ENDPOINT", fake_hub_server.endpoint)
     yield fake_hub_server
     fake_hub_server.reset()
+
+
+@pytest.fixture(scope="session")
+def gguf_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """The header-only GGUF fixtures of fixtures/gguf/tables/, written once per session by
+    fixtures/gguf/make_gguf.py with the `gguf` package: {table name: its file(s)}."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "fixtures" / "gguf"))
+    try:
+        import make_gguf
+    finally:
+        sys.path.pop(0)
+    folder = tmp_path_factory.mktemp("gguf")
+    return {name: [Path(p) for p in paths] for name, paths in make_gguf.write_all(str(folder)).items()}
