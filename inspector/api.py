@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, ReadResult, load_snapshot
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, UnsupportedFormat, UsageError
 from .estimate import MemoryEstimate, Settings, estimate_memory
 from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
@@ -371,6 +371,9 @@ def train_model(
     read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
                            deadline=deadline)
     checkpoint = read.checkpoint
+    if checkpoint.plan.format == "gguf":
+        raise UnsupportedFormat(f"{checkpoint.name} is a GGUF model: hfmem train sizes a training step from a "
+                                "safetensors checkpoint and its config.json (name the original repo)")
     parameters = read.counts or count_parameters(checkpoint, read.tallies)
     if "config.json" not in checkpoint.json_files:
         raise ConfigError(f"{checkpoint.name}: no config.json: the layers cannot be sized for training")

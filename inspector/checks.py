@@ -64,6 +64,7 @@ class CheckSpec:
     gradient_checkpointing: bool | None = None
     zero: int | None = None
     # A GGUF model (llama.cpp): its file and llama.cpp's options.
+    engine: str | None = None  # auto (None), vllm or llama.cpp: as `hfmem MODEL --engine`
     file: str | None = None
     ctx_size: int | None = None
     cache_type_k: str | None = None
@@ -253,6 +254,9 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
         elif key in ("gradient_checkpointing", "allow_offload"):
             ok = isinstance(value, bool)
             want = "true or false"
+        elif key == "engine":
+            ok = value in ("auto", "vllm", "llama.cpp")
+            want = "auto, vllm or llama.cpp"
         elif key == "file":
             ok = isinstance(value, str) and value.strip() != "" and value.isprintable()
             want = "a file name in the repo"
@@ -359,7 +363,14 @@ def evaluate(spec: CheckSpec, report: ModelReport, gpus: Sequence[GPU], position
     if not spec.gpu:
         raise UsageError("no GPU named: give --gpu or set gpu in [defaults] or the entry")
     target = find_gpu(spec.gpu, gpus)
-    if getattr(report, "chosen_file", None) is not None:
+    gguf = getattr(report, "chosen_file", None) is not None
+    if spec.engine == "vllm" and gguf:
+        raise UsageError(f"{report.checkpoint.name} is a GGUF model: engine vllm reads safetensors checkpoints "
+                         "(use llama.cpp, the default for GGUF)")
+    if spec.engine == "llama.cpp" and not gguf:
+        raise UsageError(f"{report.checkpoint.name} has {report.checkpoint.plan.format} weights: engine llama.cpp "
+                         "reads a GGUF file")
+    if gguf:
         return _evaluate_gguf(spec, report, target, position)
     if spec.file or any(getattr(spec, k) not in (None, False) for k in GGUF_KEYS):
         given = next(k for k in GGUF_KEYS if getattr(spec, k) not in (None, False))

@@ -389,6 +389,17 @@ def inspect_cmd(
                    gpus=gpus, deadline=time.monotonic() + timeout, engine=engine, llamacpp=llamacpp, filename=file)
     if getattr(report, "chosen_file", None) is not None:
         from . import llamacpp_report as lr
+        from .errors import UsageError
+
+        vllm_only = {"--precision": precision, "--tensor-parallel-size": tensor_parallel_size > 1,
+                     "--max-num-batched-tokens": max_num_batched_tokens, "--max-num-seqs": max_num_seqs,
+                     "--gpu-memory-utilization": gpu_memory_utilization, "--enforce-eager": enforce_eager,
+                     "--vllm-version": vllm_version, "--entrypoint": entrypoint != "serve", "--dtype": dtype != "auto"}
+        given = [name for name, value in vllm_only.items() if value]
+        if given:
+            more = " (llama.cpp's split over several GPUs is not modelled yet)" if given[0].startswith("--tensor") else ""
+            raise UsageError(f"{given[0]} is a vLLM option; {report.checkpoint.name} is a GGUF model, estimated "
+                             f"for llama.cpp{more}")
 
         render = {OutputFormat.json: lr.render_json, OutputFormat.markdown: lr.render_markdown}
         fmt = OutputFormat.json if json_ else fmt
@@ -547,6 +558,9 @@ def check_cmd(
         help="Training: recompute each layer in the backward (default off).")] = None,
     zero: Annotated[int | None, typer.Option("--zero", parser=Bounded(int, 0, 3), show_default=False,
                                              help="Training: DeepSpeed ZeRO stage over --count GPUs.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", metavar="auto|vllm|llama.cpp", show_default=False,
+                                               help="Engine (default auto: llama.cpp for GGUF, else vLLM).")
+                      ] = None,
     file: FileOpt = None,
     ctx_size: CtxSizeOpt = None,
     cache_type_k: CacheTypeKOpt = None,
@@ -579,7 +593,7 @@ def check_cmd(
                                    lora_r=lora_r, lora_target=lora_target, optimizer=optimizer and optimizer.value,
                                    train_precision=train_precision and train_precision.value, seq_len=seq_len,
                                    micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
-                                   zero=zero, file=file, ctx_size=ctx_size, cache_type_k=cache_type_k,
+                                   zero=zero, engine=engine, file=file, ctx_size=ctx_size, cache_type_k=cache_type_k,
                                    cache_type_v=cache_type_v, flash_attn=flash_attn, allow_offload=allow_offload,
                                    host_memory=host_memory).items() if v is not None}
     if (model is None) == (models is None):

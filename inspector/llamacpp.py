@@ -399,8 +399,12 @@ class KVLayout:
 
 
 def row_bytes(type_name: str, n: int) -> int:
-    """ggml_row_size: n elements of a cache type (whole blocks)."""
+    """ggml_row_size: n elements of a cache type, which must be whole blocks (ggml.c asserts it:
+    llama.cpp aborts on a head size a quantized cache type cannot hold)."""
     _, block, size = GGML_TYPES[CACHE_TYPES[type_name]]
+    if n % block:
+        raise UsageError(f"a {type_name} cache stores rows of {block} values; this model's K/V rows have {n} "
+                         "(llama.cpp refuses it): use f16, bf16 or f32")
     return n // block * size
 
 

@@ -474,3 +474,49 @@ def test_an_moe_too_big_for_its_dense_part_offloads_whole_layers_without_experts
     p, s = fit.estimate.placement, fit.estimate.settings
     assert not fit.all_layers and s.n_cpu_moe == m.n_layer and 0 < p.n_gpu_layers < m.n_layer + 1
     assert p.gpu_bytes <= fit.budget_bytes
+
+
+def test_check_engine_key(gguf_hub, tmp_path: Path, capsys) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(f'[defaults]\ngpu = "rtx 4090"\n[[model]]\nid = "{REPO}:Q4_K_M"\nengine = "vllm"\n'
+                      '[[model]]\nid = "fixtures/snapshots/openai-community--gpt2.json"\nengine = "llama.cpp"\n'
+                      f'[[model]]\nid = "{REPO}:Q4_K_M"\nengine = "llama.cpp"\n[[model]]\nid = "x"\nengine = "sglang"\n')
+    assert run(["check", "--models", str(models), "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    status = [(r["status"], r["exit_code"]) for r in doc["results"]]
+    assert status == [("error", 2), ("error", 2), ("fits", 0), ("error", 2)]
+    assert "engine must be auto, vllm or llama.cpp" in doc["results"][3]["error"]
+
+
+def test_vllm_options_and_training_are_refused_for_gguf(gguf_files, capsys) -> None:
+    path = str(gguf_files[GEMMA2][0])
+    assert run([path, "-tp", "2"]) == 2
+    assert "llama.cpp's split over several GPUs is not modelled yet" in capsys.readouterr().err
+    assert run([path, "--max-num-seqs", "8"]) == 2
+    assert run(["train", path]) == 6
+    assert "hfmem train sizes a training step from a safetensors checkpoint" in capsys.readouterr().err
+
+
+def test_mutated_headers_never_crash() -> None:
+    """Every byte of a real header flipped, and every truncation: a HeaderError (or UnknownDtype),
+    never another exception, and never a model that llama_model then trips over."""
+    import random
+
+    from inspector.errors import HfmemError
+    from inspector.gguf import merge_parts
+
+    base = (Path(__file__).parent.parent / "fixtures" / "gguf" / "llama-2-7b.Q4_0.header.gguf").read_bytes()
+    rng = random.Random(20)
+    cases = [base[:n] for n in range(0, 600, 7)]
+    for _ in range(600):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data) if rng.random() < 0.5 else 800)] = rng.randrange(256)
+        cases.append(bytes(data))
+    for data in cases:
+        try:
+            h = parse_gguf(data, complete=True)
+            m = lc.llama_model(merge_parts("x", {"x": h}, {}))
+            lc.estimate(m, lc.LlamaCppSettings(ctx_size=512, cache_type_k="q8_0").resolved())
+        except HfmemError:
+            pass
