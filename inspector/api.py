@@ -474,7 +474,8 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     model = lc.llama_model(checkpoint.gguf_model())
     full = lc.estimate(model, replace(settings, n_gpu_layers=None))
     first = gpus[0] if gpus else None
-    budget = max(0, first.cuda_bytes - settings.fit_target_mib * lc.MIB) if first else None
+    budget = (max(0, lc.device_free_bytes(first.vendor, first.memory_bytes) - settings.fit_target_mib * lc.MIB)
+              if first else None)
     files = [f for f in gguf_files(checkpoint.files) if not f.projector]
     def row(f: Any, chosen: str) -> QuantRow:
         size = f.bytes
@@ -500,7 +501,8 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
             chosen = best.file
     estimate = lc.estimate(model, settings)
     layers = lc.layer_bytes(model)
-    fits = tuple(lc.fit_device(model, settings, g.name, g.cuda_bytes, layers) for g in gpus)
+    fits = tuple(lc.fit_device(model, settings, g.name, lc.device_free_bytes(g.vendor, g.memory_bytes), layers)
+                 for g in gpus)
     rows = [row(f, chosen) for f in files]
     rereadable = source.kind in (SourceKind.HUB, SourceKind.LOCAL_DIR, SourceKind.LOCAL_FILE)
     return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None,

@@ -415,7 +415,8 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
         parallel=spec.batch_size, cache_type_k=spec.cache_type_k, cache_type_v=spec.cache_type_v,
         kv_cache_dtype=spec.kv_cache_dtype, flash_attn=spec.flash_attn or "auto").resolved()
     checkpoint, model = report.checkpoint, report.model
-    budget = max(0, target.cuda_bytes - settings.fit_target_mib * lc.MIB)
+    free = lc.device_free_bytes(target.vendor, target.memory_bytes)
+    budget = max(0, free - settings.fit_target_mib * lc.MIB)
     named = spec.file or (report.chosen_file if report.file_named else None)
     if not named and report.reader is not None and len(report.quantizations) > 1:
         full = lc.estimate(model, settings)
@@ -428,7 +429,7 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
             raise EntryError(f"{checkpoint.name}: no GGUF file {named!r} was read")
         checkpoint = report.reader(named)
         model = lc.llama_model(checkpoint.gguf_model())
-    device = lc.fit_device(model, settings, target.name, target.cuda_bytes)
+    device = lc.fit_device(model, settings, target.name, free)
     return CheckResult(spec, position, gguf=device, gguf_file=checkpoint.plan.files[0],
                        revision_sha=checkpoint.sha, context_tokens=device.estimate.kv.n_ctx)
 

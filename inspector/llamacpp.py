@@ -612,6 +612,21 @@ def file_gpu_bytes(m: LlamaModel, s: LlamaCppSettings, file_bytes: int, *, full:
     return int(file_bytes * share) + full.placement.kv_gpu + full.placement.compute_gpu
 
 
+#: What a discrete GPU does not have free when llama.cpp loads a model on an idle card: its CUDA
+#: context and the driver's reservations. Measured: an RTX 3070 (nvidia-smi 8192 MiB) logged
+#: "using device CUDA0 (NVIDIA GeForce RTX 3070) - 7672 MiB free" at b6699
+#: (https://github.com/ikawrakow/ik_llama.cpp/issues/822, the mainline log); a desktop on the card
+#: takes more (an RTX 3060 12GB logged 10958 MiB free). llama.cpp's --fit measures this free memory.
+CUDA_NOT_FREE_BYTES = 520 * MIB
+
+
+def device_free_bytes(vendor: str, memory_bytes: int) -> int:
+    """The free memory llama.cpp's --fit starts from on an idle device: a GPU's total less its
+    context; a Mac's Metal working set whole (an M4 16 GB logged "using device Metal (Apple M4) -
+    10922 MiB free", its recommendedMaxWorkingSetSize: ggml-org/ci, build 4862)."""
+    return memory_bytes if vendor == "apple" else max(0, memory_bytes - CUDA_NOT_FREE_BYTES)
+
+
 # --- where it fits -----------------------------------------------------------------------------------
 
 
@@ -621,7 +636,7 @@ class DeviceFit:
     """One GPU (or unified-memory Mac): what llama.cpp's --fit would run with on it."""
 
     device: str
-    budget_bytes: int  # the device's memory less --fit-target
+    budget_bytes: int  # the device's free memory less --fit-target
     estimate: LlamaCppEstimate  # at the context, layers and experts the fit chose
     all_layers: bool  # every layer, its experts and its KV on the device, within the budget
     longest_ctx: int | None  # the longest -c with every layer on the device (None: not even 256)
@@ -638,7 +653,7 @@ class DeviceFit:
                 "gpu_bytes": p.gpu_bytes, "host_bytes": p.host_bytes, "longest_ctx_size": self.longest_ctx}
 
 
-def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, memory_bytes: int,
+def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
                layers: LayerBytes | None = None) -> DeviceFit:
     """What llama.cpp's --fit (on by default since ~b74xx; common/fit.cpp common_params_fit_impl at
     b11312) runs with on one device, changing only what the user left at its default:
@@ -649,7 +664,7 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, memory_bytes: in
          as --n-cpu-moe; the fit writes the same as -ot patterns), else the first layers go whole.
     A user's -ngl or --n-cpu-moe stands (llama.cpp's fit then only shortens the context)."""
     layers = layers or layer_bytes(m)
-    budget = max(0, memory_bytes - s.fit_target_mib * MIB)
+    budget = max(0, free_bytes - s.fit_target_mib * MIB)
     longest = longest_ctx(m, s, budget, layers)
     train = pad(m.n_ctx_train or FIT_CTX, N_CTX_PAD)
 

@@ -520,3 +520,13 @@ def test_mutated_headers_never_crash() -> None:
             lc.estimate(m, lc.LlamaCppSettings(ctx_size=512, cache_type_k="q8_0").resolved())
         except HfmemError:
             pass
+
+
+def test_free_memory_at_load_is_the_logged_one() -> None:
+    """llama.cpp's --fit starts from the device's free memory: an idle RTX 3070 logged 7672 MiB of
+    its 8192, an M4 16 GB its whole Metal working set (10922 MiB)."""
+    from inspector.gpus import builtin_gpus, find_gpu
+
+    rtx, m4 = find_gpu("rtx 3070", builtin_gpus()), find_gpu("M4 16GB", builtin_gpus())
+    assert lc.device_free_bytes(rtx.vendor, rtx.memory_bytes) == 7672 * MIB
+    assert lc.device_free_bytes(m4.vendor, m4.memory_bytes) // MIB == 10922
