@@ -159,6 +159,8 @@ def inspect_model(
     source = source.with_file(filename)
     if engine not in ("auto", "vllm", "llama.cpp"):
         raise UsageError(f"--engine {engine!r}: vllm or llama.cpp")
+    if engine == "llama.cpp" and source.kind in (SourceKind.HUB, SourceKind.LOCAL_DIR):
+        source = replace(source, prefer_gguf=True)
     read = read_checkpoint(source, token=token, offline=offline, refresh=refresh, progress=progress,
                            deadline=deadline)
     checkpoint = read.checkpoint
@@ -427,12 +429,21 @@ class GGUFReport:
     fit: tuple[Any, ...]  # llamacpp.DeviceFit per GPU
     first_gpu: str | None
     file_named: bool = False  # the user named the file (a path, --file, :TAG): no other is chosen
+    rows_ctx: int = 0  # the -c the quantization rows are compared at (llamacpp.row_settings)
     #: Reads another file of the same repo or folder (`check` picks the file for its own GPU).
     reader: Callable[[str], Checkpoint] | None = field(default=None, repr=False, compare=False)
 
     @property
     def chosen_file(self) -> str:
         return self.checkpoint.plan.files[0]
+
+    @property
+    def projectors(self) -> list[Any]:
+        """The repo's multimodal projectors (mmproj files): llama-server loads one beside the model
+        with --mmproj, and --fit counts it on the GPU."""
+        from .gguf import gguf_files
+
+        return [f for f in gguf_files(self.checkpoint.files) if f.projector]
 
     def to_dict(self) -> dict[str, Any]:
         from .version import __version__
@@ -454,6 +465,8 @@ class GGUFReport:
             "architecture": m.to_dict(),
             "llama_cpp": self.estimate.to_dict(),
             "quantizations": [q.to_dict() for q in self.quantizations],
+            "quantizations_ctx_size": self.rows_ctx,
+            "projectors": [{"file": f.name, "bytes": f.bytes} for f in self.projectors],
             "fit": [f.to_dict() for f in self.fit],
             "warnings": list(cp.warnings),
         }
@@ -472,42 +485,42 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     if gpus is None:
         gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GGUF_GPUS]
     model = lc.llama_model(checkpoint.gguf_model())
-    full = lc.estimate(model, replace(settings, n_gpu_layers=None))
     first = gpus[0] if gpus else None
     budget = (max(0, lc.device_free_bytes(first.vendor, first.memory_bytes) - settings.fit_target_mib * lc.MIB)
               if first else None)
-    files = [f for f in gguf_files(checkpoint.files) if not f.projector]
-    def row(f: Any, chosen: str) -> QuantRow:
-        size = f.bytes
-        if f.name == chosen:
-            size = size if size and size >= full.model_bytes else full.model_bytes
-        gpu_bytes = (full.placement.gpu_bytes if f.name == chosen
-                     else lc.file_gpu_bytes(model, settings, size, full=full) if size is not None else None)
-        return QuantRow(f.name, f.label, size, round(size * 8 / model.params, 2) if size and model.params else None,
-                        gpu_bytes, None if budget is None or gpu_bytes is None else gpu_bytes <= budget,
-                        f.name == chosen)
-
+    files = [f for f in gguf_files(checkpoint.files) if not f.projector and not f.missing]
     chosen = checkpoint.plan.files[0]
     named = source.filename or source.quant or source.kind in (SourceKind.LOCAL_FILE, SourceKind.SNAPSHOT)
     if not named and budget is not None and len(files) > 1:
-        rows = [row(f, chosen) for f in files]
-        fitting = [r for r in rows if r.fits and r.file_bytes]
-        best = max(fitting, key=lambda r: r.file_bytes or 0) if fitting else min(
-            rows, key=lambda r: r.file_bytes or 1 << 62)
-        if best.file != chosen:
-            checkpoint = read(replace(source, filename=best.file))
+        best = lc.pick_file(model, settings, files, budget)
+        if best is not None and best.name != chosen:
+            checkpoint = read(replace(source, filename=best.name))
             model = lc.llama_model(checkpoint.gguf_model())
-            full = lc.estimate(model, replace(settings, n_gpu_layers=None))
-            chosen = best.file
+            chosen = best.name
     estimate = lc.estimate(model, settings)
     layers = lc.layer_bytes(model)
     fits = tuple(lc.fit_device(model, settings, g.name, lc.device_free_bytes(g.vendor, g.memory_bytes), layers)
                  for g in gpus)
-    rows = [row(f, chosen) for f in files]
+    rs = lc.row_settings(settings)
+    at_rows = lc.estimate(model, rs, layers=layers)
+
+    def row(f: Any) -> QuantRow:
+        size = f.bytes
+        if f.name == chosen:
+            size = size if size and size >= at_rows.model_bytes else at_rows.model_bytes
+        gpu_bytes = (at_rows.placement.gpu_bytes if f.name == chosen
+                     else lc.file_gpu_bytes(model, rs, size, full=at_rows) if size is not None else None)
+        return QuantRow(f.name, f.label, size, round(size * 8 / model.params, 2) if size and model.params else None,
+                        gpu_bytes, None if budget is None or gpu_bytes is None else gpu_bytes <= budget,
+                        f.name == chosen)
+
+    rows = [row(f) for f in files]
     rereadable = source.kind in (SourceKind.HUB, SourceKind.LOCAL_DIR, SourceKind.LOCAL_FILE)
+    def reader(name: str) -> Checkpoint:
+        return read(replace(source, filename=name, quant=None, kind=_dir_kind(source), path=_dir_path(source)))
+
     return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None,
-                      bool(named), (lambda name: read(replace(source, filename=name, quant=None, kind=_dir_kind(source),
-                                                 path=_dir_path(source)))) if rereadable else None)
+                      bool(named), at_rows.kv.n_ctx, reader if rereadable else None)
 
 
 def _dir_kind(source: Source) -> SourceKind:
@@ -528,9 +541,11 @@ def llamacpp_settings(*, ctx_size: int | None = None, parallel: int | None = Non
     from .llamacpp import LlamaCppSettings
 
     slots = parallel or batch_size
-    ctx = ctx_size or (max_model_len * slots if max_model_len and max_model_len > 0 else None)
+    # -c 0, as llama.cpp's: the model's own context, which --fit then leaves as it is
+    ctx = ctx_size if ctx_size is not None else (max_model_len * slots if max_model_len and max_model_len > 0
+                                                 else None)
     ngl: int | None
-    if n_gpu_layers is None or str(n_gpu_layers).strip().lower() in ("auto", "-1", "all", "999"):
+    if n_gpu_layers is None or str(n_gpu_layers).strip().lower() in ("auto", "-1", "all", "-2", "999"):
         ngl = None
     else:
         text = str(n_gpu_layers).strip()

@@ -88,14 +88,17 @@ def gguf_plan(listing: Mapping[str, int | None], *, filename: str | None, quant:
     header gives the architecture every quantization shares (the Q4_K_M, the most downloaded, else
     the median size), and the chosen file's name. The caller may read another file's header once
     the fit has picked the row (api.inspect_model)."""
-    from .gguf import choose_file, gguf_files
+    from .gguf import check_complete, choose_file, gguf_files
 
     files = gguf_files(listing)
-    models = [f for f in files if not f.projector]
+    models = [f for f in files if not f.projector and not f.missing]
     if filename or quant:
         chosen = choose_file(files, filename or quant or "", repo)
     elif not models:
-        raise NoWeightsFound(f"{repo}: only GGUF projector (mmproj) files, no model")
+        broken = next((f for f in files if f.missing), None)
+        if broken:
+            check_complete(broken)
+        raise NoWeightsFound(f"{repo}: no GGUF model among its files (only projectors, imatrix or LoRA files)")
     else:
         tagged = [f for f in models if f.label == "Q4_K_M"]
         chosen = tagged[0] if tagged else models[len(models) // 2]
@@ -113,7 +116,7 @@ def _nothing_readable(listing: list[str]) -> Exception:
         return UnsupportedFormat(
             f"no safetensors or PyTorch weights; found only {what}, which hfmem cannot read yet"
         )
-    return NoWeightsFound(f"no weight files (safetensors or PyTorch .bin) among {len(listing)} files")
+    return NoWeightsFound(f"no weight files (safetensors, PyTorch .bin or GGUF) among {len(listing)} files")
 
 
 def shards_from_index(index: Any, index_file: str) -> tuple[str, ...]:

@@ -409,6 +409,15 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
     if spec.training:
         raise EntryError(f"{report.checkpoint.name}: hfmem's training estimate reads safetensors checkpoints, "
                          "not GGUF")
+    vllm = {"count": spec.count not in (None, 1), "precision": spec.precision != "stored",
+            "gpu_memory_utilization": spec.gpu_memory_utilization is not None,
+            "vllm_version": spec.vllm_version is not None, "entrypoint": spec.entrypoint != "serve",
+            "dtype": spec.dtype != "auto"}
+    given = next((k for k, v in vllm.items() if v), None)
+    if given:
+        more = " (llama.cpp's split over several GPUs is not modelled yet)" if given == "count" else ""
+        raise EntryError(f"{report.checkpoint.name} is a GGUF model, checked for llama.cpp: {given} is a vLLM "
+                         f"setting{more}")
     settings = lc.LlamaCppSettings(
         ctx_size=spec.ctx_size or (spec.max_model_len * spec.batch_size if spec.max_model_len
                                    and spec.max_model_len > 0 else None),
@@ -419,11 +428,10 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
     budget = max(0, free - settings.fit_target_mib * lc.MIB)
     named = spec.file or (report.chosen_file if report.file_named else None)
     if not named and report.reader is not None and len(report.quantizations) > 1:
-        full = lc.estimate(model, settings)
-        sized = [q for q in report.quantizations if q.file_bytes]
-        fitting = [q for q in sized if lc.file_gpu_bytes(model, settings, q.file_bytes, full=full) <= budget]
-        best = max(fitting, key=lambda q: q.file_bytes) if fitting else min(sized, key=lambda q: q.file_bytes)
-        named = best.file
+        from .gguf import gguf_files
+
+        best = lc.pick_file(model, settings, gguf_files(checkpoint.files), budget)
+        named = best.name if best is not None else None
     if named and named not in checkpoint.plan.files:
         if report.reader is None:
             raise EntryError(f"{checkpoint.name}: no GGUF file {named!r} was read")

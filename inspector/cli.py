@@ -252,9 +252,11 @@ EngineOpt = Annotated[str, typer.Option("--engine", metavar="auto|vllm|llama.cpp
 FileOpt = Annotated[str | None, typer.Option("--file", metavar="NAME", show_default=False,
                                              help="One GGUF file of a repo or folder (also MODEL:Q4_K_M, as "
                                              "llama.cpp's -hf and Ollama name them).")]
-CtxSizeOpt = Annotated[int | None, typer.Option("--ctx-size", "-c", parser=_tokens("tokens"), show_default=False,
+CtxSizeOpt = Annotated[int | None, typer.Option("--ctx-size", "-c", parser=Bounded(int, 0, MAX_TOKENS, unit=" tokens"),
+                                                show_default=False,
                                                 help="llama.cpp: context cells shared by the --parallel slots "
-                                                "(default: --max-model-len x --batch-size, else the model's).")]
+                                                "(default, or 0: --max-model-len x --batch-size, else the "
+                                                "model's).")]
 ParallelOpt = Annotated[int | None, typer.Option("--parallel", "-np", parser=_tokens("slots"), show_default=False,
                                                  help="llama.cpp: sequences at once (default: --batch-size).")]
 CacheTypeKOpt = Annotated[str | None, typer.Option("--cache-type-k", "-ctk", metavar="TYPE", show_default=False,
@@ -397,7 +399,8 @@ def inspect_cmd(
                      "--vllm-version": vllm_version, "--entrypoint": entrypoint != "serve", "--dtype": dtype != "auto"}
         given = [name for name, value in vllm_only.items() if value]
         if given:
-            more = " (llama.cpp's split over several GPUs is not modelled yet)" if given[0].startswith("--tensor") else ""
+            tp = given[0].startswith("--tensor")
+            more = " (llama.cpp's split over several GPUs is not modelled yet)" if tp else ""
             raise UsageError(f"{given[0]} is a vLLM option; {report.checkpoint.name} is a GGUF model, estimated "
                              f"for llama.cpp{more}")
 
@@ -410,6 +413,16 @@ def inspect_cmd(
             _hint(f"snapshot written to {save_snapshot}", quiet)
         sys.stdout.write(render[fmt](report) if fmt in render else lr.render_table(report, files=files))
         return
+    llama_only = {"--ctx-size": ctx_size is not None, "--parallel": parallel is not None,
+                  "--cache-type-k": cache_type_k, "--cache-type-v": cache_type_v, "--flash-attn": flash_attn != "auto",
+                  "--ubatch-size": ubatch_size != 512, "--n-gpu-layers": n_gpu_layers, "--n-cpu-moe": n_cpu_moe,
+                  "--swa-full": swa_full, "--fit-target": fit_target != 1024}
+    given_llama = [name for name, value in llama_only.items() if value]
+    if given_llama:
+        from .errors import UsageError
+
+        raise UsageError(f"{given_llama[0]} is a llama.cpp option; {report.checkpoint.name} is estimated for vLLM "
+                         "(a GGUF model is estimated for llama.cpp)")
     if save_snapshot is not None:
         from .api import save_snapshot as save
 

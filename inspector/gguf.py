@@ -29,9 +29,12 @@ DEFAULT_ALIGNMENT = 32  # ggml/docs/gguf.md: "general.alignment ... If not prese
 MAX_HEADER_BYTES = 64 << 20
 #: Our policy: bounds on counts a hostile header could make huge (ggml's gguf.cpp checks its own
 #: against SIZE_MAX; these are far above any real model: DeepSeek-V3 has 1,025 GGUF tensors).
-MAX_TENSORS = 1 << 20
+MAX_TENSORS = 1 << 16
 MAX_KV = 1 << 16
 MAX_DIMS = 4  # GGML_MAX_DIMS (ggml/include/ggml.h)
+#: Our policy: the parts of a split set read at most (gguf-split writes a few dozen for the largest
+#: models: DeepSeek-R1 Q8_0 is 15 parts of 46 GB).
+MAX_SPLIT_PARTS = 256
 #: Arrays longer than this keep their type and length only (tokenizer vocabularies); the
 #: per-layer arrays the architecture needs (head_count_kv, sliding-window patterns) are shorter.
 KEEP_ARRAY = 4096
@@ -165,14 +168,17 @@ class _Cursor:
                 if n > KEEP_ARRAY:
                     return ArraySummary(etype, n)
                 return list(struct.unpack("<" + fmt[1] * n, raw))
-            start, items = self.pos, []
+            start, items, keep = self.pos, [], n <= KEEP_ARRAY
             for i in range(n):
                 try:
-                    items.append(self.value(etype, depth + 1))
+                    item = self.value(etype, depth + 1)
+                    if keep:  # (a long array's elements are walked, never held)
+                        items.append(item)
                 except NeedMore as more:
                     # A tokenizer's strings run on past these bytes: ask for the whole array at once,
                     # from the mean length so far (a 128k vocabulary's arrays in one more read, not three).
-                    guess = start + (self.pos - start) * n // max(i, 1) + (self.pos - start) // 8 + 65536
+                    whole = (self.pos - start) * n // max(i, 1)
+                    guess = start + whole + whole // 8 + 65536
                     raise NeedMore(max(more.needed, min(guess, MAX_HEADER_BYTES))) from None
             return ArraySummary(etype, n) if n > KEEP_ARRAY else items
         raise HeaderError(f"{self.name}: unknown GGUF metadata value type {vtype} at byte {self.pos - 4}")
@@ -243,7 +249,8 @@ def _parse(data: bytes, name: str) -> GGUFHeader:
     return GGUFHeader(version, metadata, tuple(tensors), alignment, header_bytes, data_offset)
 
 
-#: The first read; doubled until the header fits (in one pass: each read continues the last).
+#: The first read (from a local file; the Hub's first is the 64 KiB that locate brings); grown at
+#: least fourfold until the header fits (in one pass: each read continues the last).
 FIRST_READ = 1 << 20
 
 
@@ -251,7 +258,7 @@ def read_gguf_header(read: Callable[[int, int], bytes], *, file_bytes: int | Non
                      first: int = FIRST_READ) -> GGUFHeader:
     """A header read in growing ranges: `read(start, end)` returns bytes [start, end) of the file
     (fewer at its end). Each range continues the last, and grows to at least what the parser
-    asked for, doubling, up to MAX_HEADER_BYTES."""
+    asked for (an array of strings predicts its own end), at least fourfold, up to MAX_HEADER_BYTES."""
     data = b""
     want = first
     while True:
@@ -265,7 +272,9 @@ def read_gguf_header(read: Callable[[int, int], bytes], *, file_bytes: int | Non
         try:
             return parse_gguf(data, name=name, complete=complete)
         except NeedMore as more:
-            want = min(max(more.needed, 2 * len(data)), MAX_HEADER_BYTES)
+            # At least four times what was read: a 128k vocabulary's tokens, then its merges, then
+            # the tensor table, in three reads rather than five.
+            want = min(max(more.needed, 4 * len(data)), MAX_HEADER_BYTES)
 
 
 # --- a repo's GGUF files: quantizations, split sets, projectors -------------------------------------
@@ -288,6 +297,7 @@ class GGUFFile:
     label: str  # the quantization in its name ("Q4_K_M"), else the name without .gguf
     bytes: int | None  # all parts together, from the file list
     projector: bool = False  # an mmproj file: a vision projector, not a model of its own
+    missing: str | None = None  # a split set's first absent part: the set cannot be read
 
 
 def quant_label(filename: str) -> str | None:
@@ -303,14 +313,23 @@ def quant_label(filename: str) -> str | None:
     return found[-1].upper().replace("UD_", "UD-") if found else None
 
 
+#: Files that are GGUF but no model to run: llama-imatrix's importance matrices; LoRA adapters
+#: (also refused by their general.type when named).
+_NOT_MODELS = re.compile(r"(?i)(?:^|[-_.])(?:imatrix|lora)(?:[-_.]|$)")
+
+
 def gguf_files(listing: Mapping[str, int | None]) -> list[GGUFFile]:
-    """The repo's GGUF models (split sets grouped, parts in order), projectors marked, by size."""
+    """The repo's GGUF models (split sets grouped, parts in order), projectors marked, by size; an
+    imatrix or LoRA file left out. An incomplete split set is kept, marked `missing`: it is refused
+    only when it is the file wanted (`choose_file`, `check_complete`)."""
     singles: list[GGUFFile] = []
     sets: dict[tuple[str, int], dict[int, str]] = {}
     for name in listing:
         if not name.endswith(".gguf"):
             continue
         base = name.rsplit("/", 1)[-1]
+        if _NOT_MODELS.search(base.removesuffix(".gguf")):
+            continue
         projector = "mmproj" in base.lower()
         m = SPLIT_RE.match(base)
         if m and int(m["count"]) > 1 and not projector:
@@ -324,12 +343,27 @@ def gguf_files(listing: Mapping[str, int | None]) -> list[GGUFFile]:
         sizes = [listing[p] for p in ordered]
         total = None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
         first = ordered[0]
-        singles.append(GGUFFile(first, ordered, quant_label(first) or base.rsplit("/", 1)[-1], total))
-        if sorted(parts) != list(range(1, count + 1)):
-            missing = next(i for i in range(1, count + 1) if i not in parts)
-            raise EntryNotFound(f"{base}: part {missing} of the {count}-part split set is missing "
-                                f"({base.rsplit('/', 1)[-1]}-{missing:05d}-of-{count:05d}.gguf)")
-    return sorted(singles, key=lambda f: (f.projector, f.bytes is None, f.bytes or 0, f.name))
+        stem = base.rsplit("/", 1)[-1]
+        missing = None
+        if count > MAX_SPLIT_PARTS:
+            missing = f"{stem}: a split set of {count} parts (hfmem reads at most {MAX_SPLIT_PARTS})"
+        elif sorted(parts) != list(range(1, count + 1)):
+            odd = next((i for i in sorted(parts) if not 1 <= i <= count), None)
+            if odd is not None:
+                missing = f"{parts[odd]}: part {odd} of a {count}-part split set, which numbers its parts from 1"
+            else:
+                gap = next(i for i in range(1, count + 1) if i not in parts)
+                missing = (f"{base}: part {gap} of the {count}-part split set is missing "
+                           f"({stem}-{gap:05d}-of-{count:05d}.gguf)")
+        singles.append(GGUFFile(first, ordered, quant_label(first) or stem, total, False, missing))
+    return sorted(singles, key=lambda f: (f.projector, f.missing is not None, f.bytes is None, f.bytes or 0, f.name))
+
+
+def check_complete(f: GGUFFile) -> GGUFFile:
+    """The file, unless it is a split set that cannot be read (EntryNotFound, exit 4)."""
+    if f.missing:
+        raise EntryNotFound(f.missing)
+    return f
 
 
 def choose_file(files: list[GGUFFile], wanted: str, repo: str) -> GGUFFile:
@@ -337,10 +371,10 @@ def choose_file(files: list[GGUFFile], wanted: str, repo: str) -> GGUFFile:
     quantization, case-insensitive, as llama.cpp's `-hf org/repo:Q4_K_M` and Ollama's tags do."""
     for f in files:
         if wanted in f.parts or wanted == f.name.rsplit("/", 1)[-1]:
-            return f
+            return check_complete(f)
     matches = [f for f in files if not f.projector and f.label.lower() == wanted.lower()]
     if len(matches) == 1:
-        return matches[0]
+        return check_complete(matches[0])
     models = [f for f in files if not f.projector]
     if matches:
         raise UsageError(f"{repo}: {len(matches)} files are {wanted}: give one with --file "
@@ -423,6 +457,8 @@ def header_to_dict(h: GGUFHeader) -> dict[str, Any]:
 def header_from_dict(d: Mapping[str, Any], name: str) -> GGUFHeader:
     """A snapshot's "gguf" entry back into a header, checked as a file's would be."""
     def value(v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and not -(1 << 63) <= v < 1 << 64:
+            raise HeaderError(f"{name}: a metadata integer no GGUF type holds")
         if isinstance(v, dict):
             if set(v) != {"array_of", "length"} or not all(type(x) is int and x >= 0 for x in v.values()):
                 raise HeaderError(f"{name}: a metadata value that is no GGUF value")
@@ -431,13 +467,15 @@ def header_from_dict(d: Mapping[str, Any], name: str) -> GGUFHeader:
 
     try:
         version, alignment, size = int(d["version"]), int(d["alignment"]), int(d["header_size"])
+        if len(d["tensors"]) > MAX_TENSORS or size > MAX_HEADER_BYTES:
+            raise HeaderError(f"{name}: more tensors or header than a GGUF file hfmem reads")
         metadata = {str(k): value(v) for k, v in d["metadata"].items()}
         tensors = []
         for tname, shape, ttype, offset in d["tensors"]:
             if ttype not in GGML_TYPES:
                 raise UnknownDtype(f"{name}: tensor {tname!r} has ggml type {ttype}, which hfmem does not know")
             dims = tuple(int(x) for x in shape)
-            if not (isinstance(tname, str) and 1 <= len(dims) <= MAX_DIMS and all(x >= 0 for x in dims)
+            if not (isinstance(tname, str) and 1 <= len(dims) <= MAX_DIMS and all(0 <= x < 1 << 63 for x in dims)
                     and dims[0] % GGML_TYPES[ttype][1] == 0 and type(offset) is int and offset >= 0):
                 raise HeaderError(f"{name}: tensor {str(tname)[:60]!r} is malformed")
             tensors.append(GGUFTensor(tname, dims, ttype, offset))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError, UnsupportedFormat, UsageError
-from .gguf import GGML_TYPES, ArraySummary, GGUFModel, GGUFTensor
+from .gguf import GGML_TYPES, ArraySummary, GGUFFile, GGUFModel, GGUFTensor
 
 #: The llama.cpp snapshot these rules were read from (`fetch github:ggml-org/llama.cpp`).
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
@@ -43,6 +43,13 @@ RECURRENT_ARCHS = frozenset({
     "nemotron_h", "plamo2", "lfm2", "lfm2moe", "qwen3next", "minimax-m2-linear", "kimi-linear",
 })
 
+#: Our policy: bounds past which a GGUF's hyperparameter is no model's (the largest today: 128
+#: layers + MTP, 262,144-token vocabularies, 1M-token contexts, 16k-wide embeddings).
+MAX_LAYERS = 4096
+MAX_VOCAB = 1 << 24
+MAX_WIDTH = 1 << 20
+MAX_CONTEXT = 1 << 26
+
 #: Sliding-window layers by architecture where the GGUF has no per-layer pattern: llama.cpp's
 #: src/llama-model.cpp load_hparams (`set_swa_pattern(n, dense_first)`, src/llama-hparams.cpp): every
 #: n-th layer is global and the others slide (il % n < n - 1; dense_first: il % n != 0).
@@ -60,7 +67,8 @@ LLAMA4_CHUNK = 8192
 class LlamaCppSettings:
     """llama.cpp's options, by its own names (llama-server / llama-cli)."""
 
-    ctx_size: int | None = None  # -c: total cells shared by the --parallel slots; None: the model's
+    ctx_size: int | None = None  # -c: total cells shared by the --parallel slots; None: the model's,
+    #                                which --fit may shorten; 0 (as llama.cpp's -c 0): the model's, kept
     parallel: int = 1  # --parallel (-np): sequences; hfmem's --batch-size maps here
     kv_unified: bool = False  # --kv-unified (-kvu): one cache the slots share (common/common.h: off;
     #                           llama-server without -np runs 4 slots with it on)
@@ -223,16 +231,25 @@ def llama_model(model: GGUFModel) -> LlamaModel:
     if arch in RECURRENT_ARCHS or any(k.startswith(f"{arch}.ssm.") or k.startswith(f"{arch}.wkv.") for k in meta):
         raise UnsupportedFormat(f"{name}: {arch} keeps a recurrent state; hfmem does not lay out llama.cpp's "
                                 "memory for it yet")
-    if arch == "clip" or meta.get("general.type") == "mmproj":
+    kind = meta.get("general.type", "model")
+    if arch == "clip" or kind == "mmproj":
         raise UsageError(f"{name}: a multimodal projector (mmproj), not a model: name the model's file")
+    if kind != "model":
+        raise UnsupportedFormat(f"{name}: a GGUF {str(kind)[:40]!r} file (general.type), not a model llama.cpp runs "
+                                "on its own")
     p = f"{arch}."
     n_layer = _int(meta, p + "block_count", name)
-    if not 0 < n_layer <= 4096:
+    if not 0 < n_layer <= MAX_LAYERS:
         raise ConfigError(f"{name}: {p}block_count {n_layer} is no layer count")
     n_embd = _int(meta, p + "embedding_length", name)
     n_head = _per_layer(meta, p + "attention.head_count", n_layer, None, name)
-    n_head_kv = _per_layer(meta, p + "attention.head_count_kv", n_layer, max(n_head), name)
-    head = n_embd // max(n_head) if max(n_head) else 0
+    if not 0 < max(n_head):
+        raise ConfigError(f"{name}: {p}attention.head_count is 0: no attention layer hfmem can size")
+    # llama_model::load_hparams: head_count_kv defaults to head_count (per layer), the head size to
+    # n_embd / head_count of the first layer
+    kv_default: Any = list(n_head) if len(set(n_head)) > 1 else n_head[0]
+    n_head_kv = _per_layer(meta, p + "attention.head_count_kv", n_layer, kv_default, name)
+    head = n_embd // n_head[0] if n_head[0] else 0
     n_embd_head_k = _int(meta, p + "attention.key_length", name, head)
     n_embd_head_v = _int(meta, p + "attention.value_length", name, head)
     n_ff = _per_layer(meta, p + "feed_forward_length", n_layer, 0, name)
@@ -242,6 +259,13 @@ def llama_model(model: GGUFModel) -> LlamaModel:
     if type(n_vocab) is not int:
         n_vocab = (tokens.length if isinstance(tokens, ArraySummary) else len(tokens) if isinstance(tokens, list)
                    else emb.shape[1] if emb is not None and len(emb.shape) > 1 else 0)
+    for what, value, high in (("vocab_size", n_vocab, MAX_VOCAB), ("embedding_length", n_embd, MAX_WIDTH),
+                              ("head_count", max(n_head), MAX_WIDTH), ("head_count_kv", max(n_head_kv), MAX_WIDTH),
+                              ("key_length", n_embd_head_k, MAX_WIDTH), ("value_length", n_embd_head_v, MAX_WIDTH),
+                              ("feed_forward_length", max(n_ff), MAX_WIDTH << 4),
+                              ("context_length", _int(meta, p + "context_length", name, 0), MAX_CONTEXT)):
+        if not 0 <= value <= high:
+            raise ConfigError(f"{name}: {p}{what} {value:,} is out of any model's range (0 to {high:,})")
     n_swa = 0 if arch == "phi3" else _int(meta, p + "attention.sliding_window", name,
                                            LLAMA4_CHUNK if arch == "llama4" else 0)  # phi3: SWA off
     swa_layers = _swa_layers(meta, arch, n_layer, n_swa, name)
@@ -249,6 +273,13 @@ def llama_model(model: GGUFModel) -> LlamaModel:
     is_mla = bool(_int(meta, p + "attention.key_length_mla", name, 0)
                   and _int(meta, p + "attention.value_length_mla", name, 0))
     n_rot = _int(meta, p + "rope.dimension_count", name, n_embd_head_k)
+    n_nextn = _int(meta, p + "nextn_predict_layers", name, 0)
+    if n_nextn >= n_layer:
+        raise ConfigError(f"{name}: {p}nextn_predict_layers {n_nextn} leaves no layer of the {n_layer}")
+    for t in model.tensors:
+        m = _LAYER_RE.match(t.name)
+        if m and int(m[1]) >= n_layer:
+            raise ConfigError(f"{name}: tensor {t.name!r} is past the {n_layer} layers {p}block_count gives")
     n_layer_kv = n_layer
     if arch == "gemma3n":  # src/models/gemma3n.cpp: n_layer_kv_from_start = 20
         n_layer_kv = min(n_layer, 20)
@@ -264,7 +295,7 @@ def llama_model(model: GGUFModel) -> LlamaModel:
                         _int(meta, p + "expert_shared_count", name, 0) * _int(meta, p + "expert_feed_forward_length",
                                                                                 name, max(n_ff))),
         n_swa=n_swa, swa_layers=swa_layers, kv_lora_rank=kv_lora_rank, is_mla=is_mla, n_rot=n_rot,
-        n_layer_kv=n_layer_kv, n_nextn=_int(meta, p + "nextn_predict_layers", name, 0),
+        n_layer_kv=n_layer_kv, n_nextn=n_nextn,
         n_embd_head_k_swa=_int(meta, p + "attention.key_length_swa", name, n_embd_head_k),
         n_embd_head_v_swa=_int(meta, p + "attention.value_length_swa", name, n_embd_head_v),
         params=sum(t.elements for t in model.tensors if not t.name.startswith(_BUFFERS)),
@@ -282,7 +313,7 @@ def _swa_layers(meta: Mapping[str, Any], arch: str, n_layer: int, n_swa: int, na
         return (False,) * n_layer
     pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
     if isinstance(pattern, list):  # written per layer by newer converters (bool per layer)
-        if len(pattern) != n_layer:
+        if len(pattern) != n_layer or not all(isinstance(v, int) for v in pattern):
             raise ConfigError(f"{name}: {arch}.attention.sliding_window_pattern has {len(pattern)} values "
                               f"for {n_layer} layers")
         return tuple(bool(v) for v in pattern)
@@ -497,7 +528,7 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
     else:
         ffn = 3 * max(m.n_ff) * n_ub * f32 + 2 * e
     out = m.n_vocab * n_ub * f32 + e
-    swa_mask = kv.swa_cells * kv.n_ctx_seq // kv.cells * n_ub * mask if m.n_swa and kv.swa_cells != kv.cells else 0
+    swa_mask = kv.swa_cells * kv.n_ctx_seq // kv.cells * n_ub * mask if m.n_swa else 0  # the iSWA input's own
     host = e + n_kv * n_ub * mask + swa_mask + 10 * 1024  # + tokens, positions, output ids
     if not layers_on_gpu:
         return 0, max(attn, ffn, out)
@@ -565,7 +596,8 @@ class LlamaCppEstimate:
         return {
             "engine": "llama.cpp", "rules": RULES_SOURCE, "n_gpu_layers": p.n_gpu_layers,
             "layers": self.model.n_layer + 1, "n_cpu_moe": self.settings.n_cpu_moe,
-            "ctx_size": self.kv.n_ctx, "parallel": self.settings.parallel, "ubatch_size": self.settings.ubatch_size,
+            "ctx_size": self.kv.n_ctx, "parallel": self.settings.parallel,
+            "ubatch_size": min(self.settings.ubatch_size, self.settings.batch_size, self.kv.n_ctx),
             "gpu": {"model_bytes": p.model_gpu, "kv_bytes": p.kv_gpu, "compute_bytes": p.compute_gpu,
                     "total_bytes": p.gpu_bytes},
             "host": {"model_bytes": p.model_host, "kv_bytes": p.kv_host, "compute_bytes": p.compute_host,
@@ -581,6 +613,8 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     layers = layers or layer_bytes(m)
     kv = kv or kv_layout(m, s)
     start, ngl = offloaded_layers(m.n_layer, s.n_gpu_layers) if gpu else (m.n_layer + 1, 0)
+    if s.n_cpu_moe and not m.is_moe:
+        s = replace(s, n_cpu_moe=0)  # a dense model has no experts to keep on the CPU
     model_gpu = model_host = 0
     ffn_copy = 0
     for il in range(m.n_layer + 1):
@@ -601,6 +635,27 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     compute_gpu, compute_host = compute_buffers(m, kv, s, layers_on_gpu=ngl, copies=(attn_copy, ffn_copy, out_copy))
     placement = Placement(ngl, model_gpu, model_host, kv_gpu, kv.bytes - kv_gpu, compute_gpu, compute_host)
     return LlamaCppEstimate(m, s, kv, placement, sum(layers.host) + layers.input_bytes)
+
+
+def row_settings(s: LlamaCppSettings) -> LlamaCppSettings:
+    """The settings a repo's quantizations are compared at: every layer on the GPU, at -c, or where
+    none was given at --fit-ctx (the shortest context llama.cpp's fit shortens to: a file that fits
+    there runs, --fit choosing how long a context)."""
+    streams = 1 if s.kv_unified else max(1, s.parallel)
+    return replace(s, ctx_size=s.ctx_size if s.ctx_size is not None else FIT_CTX * streams, n_gpu_layers=None,
+                   n_cpu_moe=0)
+
+
+def pick_file(m: LlamaModel, s: LlamaCppSettings, files: Sequence[GGUFFile], budget: int) -> GGUFFile | None:
+    """The largest file whose every layer fits `budget` at `row_settings`, else the smallest; the
+    weights of each from its size (`file_gpu_bytes`), the rest from the model read."""
+    sized = [f for f in files if f.bytes and not f.projector and not f.missing]
+    if not sized:
+        return None
+    rs = row_settings(s)
+    full = estimate(m, rs)
+    fitting = [f for f in sized if f.bytes and file_gpu_bytes(m, rs, f.bytes, full=full) <= budget]
+    return max(fitting, key=lambda f: f.bytes or 0) if fitting else min(sized, key=lambda f: f.bytes or 0)
 
 
 def file_gpu_bytes(m: LlamaModel, s: LlamaCppSettings, file_bytes: int, *, full: LlamaCppEstimate | None = None) -> int:
@@ -676,6 +731,8 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
                  and e.placement.gpu_bytes <= budget)
         return DeviceFit(device, budget, e, whole, longest)
 
+    if s.n_cpu_moe and not m.is_moe:
+        s = replace(s, n_cpu_moe=0)
     user_placed = s.n_gpu_layers is not None or s.n_cpu_moe > 0
     ctx = s.ctx_size
     full = at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
@@ -688,7 +745,12 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
         lo, hi = low.placement.gpu_bytes, full.placement.gpu_bytes
         if budget > lo:
             n = floor + (top - floor) * (budget - lo) // max(1, hi - lo)
-            return result(at(max(n - n % step, floor), n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
+            n = max(n - n % step, floor)
+            # Memory is linear in -c but for sliding-window caches, which stop growing: where the
+            # interpolation overshoots, step down (llama.cpp measures the result the same way).
+            while n > floor and at(n, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe).placement.gpu_bytes > budget:
+                n -= step
+            return result(at(n, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
         ctx = floor
     if user_placed:
         return result(at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
@@ -717,7 +779,8 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
 def longest_ctx(m: LlamaModel, s: LlamaCppSettings, budget: int, layers: LayerBytes | None = None) -> int | None:
     """The longest -c (a multiple of 256, up to the training context) with every layer on the device."""
     layers = layers or layer_bytes(m)
-    top = max(N_CTX_PAD, pad(m.n_ctx_train or FIT_CTX, N_CTX_PAD))
+    streams = 1 if s.kv_unified else max(1, s.parallel)
+    top = max(N_CTX_PAD, pad(m.n_ctx_train or FIT_CTX, N_CTX_PAD)) * streams
 
     def fits(n_ctx: int) -> bool:
         t = replace(s, ctx_size=n_ctx, n_gpu_layers=None, n_cpu_moe=0)

@@ -56,8 +56,9 @@ def _settings_line(r: Any) -> str:
     layers = (f"all {p.n_gpu_layers} layers on the GPU" if p.n_gpu_layers == r.model.n_layer + 1
               else f"{p.n_gpu_layers} of {r.model.n_layer + 1} layers on the GPU")
     moe = f", --n-cpu-moe {s.n_cpu_moe}" if s.n_cpu_moe else ""
+    ub = min(s.ubatch_size, s.batch_size, kv.n_ctx)
     return (f"llama.cpp: -c {kv.n_ctx:,} ({s.parallel} slot{'s' * (s.parallel > 1)}), cache {kv.type_k}/{kv.type_v}, "
-            f"flash attention {'on' if kv.flash_attn else 'off'}, ubatch {s.ubatch_size}, {layers}{moe}")
+            f"flash attention {'on' if kv.flash_attn else 'off'}, ubatch {ub}, {layers}{moe}")
 
 
 TermRow = tuple[str, int, int, str]
@@ -109,6 +110,7 @@ def _fit_columns() -> list[Column[Any]]:
         Column("budget", "right", lambda f: size(f.budget_bytes)),
         Column("fits", "left", lambda f: "yes" if f.all_layers else "offload" if f.estimate.placement.n_gpu_layers
                or f.estimate.settings.n_cpu_moe else "no"),
+        Column("-c", "right", lambda f: f"{f.estimate.kv.n_ctx:,}"),
         Column("layers on GPU", "right", layers),
         Column("GPU use", "right", lambda f: size(f.estimate.placement.gpu_bytes)),
         Column("host memory", "right", lambda f: size(f.estimate.placement.host_bytes)),
@@ -123,12 +125,17 @@ def _render(r: Any, markdown: bool, esc: Callable[[str], str], files: bool) -> l
     head = (lambda t: f"**{esc(t)}**") if markdown else esc
     out = [head(_title(r)), "", esc(_arch_line(r)), "", esc(_settings_line(r)), tab(TERM_COLUMNS, _terms(r))]
     if len(r.quantizations) > 1 or files:
-        out += ["", esc("GGUF files in the repo (weights from each file's size; KV and compute as above):"),
+        ctx = (f"-c {r.rows_ctx:,}" if r.estimate.settings.ctx_size is not None else
+               f"-c {r.rows_ctx:,}, the shortest llama.cpp's --fit shortens the context to")
+        out += ["", esc(f"GGUF files in the repo, every layer on the GPU at {ctx} (weights from each file's size):"),
                 tab(_quant_columns(r.first_gpu), r.quantizations)]
     if r.fit:
         target = r.estimate.settings.fit_target_mib
         out += ["", esc(f"Where it fits (as llama.cpp's --fit: every layer, else MoE experts or layers to host "
                         f"memory; --fit-target {target} MiB left free):"), tab(_fit_columns(), r.fit)]
+    for f in r.projectors:
+        out += ["", esc(f"projector: {f.name} ({size(f.bytes)}): with --mmproj, llama.cpp loads it too and --fit "
+                        "keeps room for it on the GPU (not counted above)")]
     out += [esc(f"warning: {w}") for w in r.checkpoint.warnings]
     return out
 

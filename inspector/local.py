@@ -91,7 +91,10 @@ def _read_gguf(source: Source, root: Path, filename: str | None, quant: str | No
     _refuse_needed(root, others)
     if filename is not None and filename not in files:
         raise EntryNotFound(f"{root / filename}: file not found")
-    listing = {n: s for n, s in files.items() if n.endswith(".gguf")} if filename else files
+    listing = files
+    if source.kind is SourceKind.LOCAL_FILE and filename:  # its quantizations: the same name, another label
+        stem = _stem(filename)
+        listing = {n: s for n, s in files.items() if n.endswith(".gguf") and _stem(n) == stem}
     plan, chosen = gguf_plan(listing, filename=filename, quant=quant, repo=str(root))
     headers = {part: read_gguf_file(root / part) for part in plan.files}
     return Checkpoint(
@@ -124,7 +127,8 @@ def _read_dir(source: Source) -> Checkpoint:
     files, others = _scan(root)
     _refuse_needed(root, others)
     plan = plan_weights(files)
-    if plan.format == "gguf" or source.filename and source.filename.endswith(".gguf") or source.quant:
+    if (plan.format == "gguf" or source.filename and source.filename.endswith(".gguf") or source.quant
+            or source.prefer_gguf):
         return _read_gguf(source, root, source.filename, source.quant)
     json_files: dict[str, Any] = {}
     for name in (*METADATA_FILES, plan.index_file):
@@ -180,3 +184,16 @@ def _refuse_needed(root: Path, others: dict[str, str]) -> None:
     for name, kind in sorted(others.items()):
         if name in METADATA_FILES or name.endswith((".safetensors", ".index.json", ".bin", ".gguf")):
             raise UsageError(f"{root / name}: {kind}, not a regular file; hfmem reads only files")
+
+
+def _stem(name: str) -> str:
+    """A GGUF file's name without its quantization and split suffix: the model it is of."""
+    from .gguf import SPLIT_RE, quant_label
+
+    m = SPLIT_RE.match(name)
+    base = m["base"] if m else name.removesuffix(".gguf")
+    label = quant_label(name)
+    if label:
+        i = base.upper().rfind(label)
+        base = base[:i] + base[i + len(label):] if i >= 0 else base
+    return base.lower().rstrip("-_.")

@@ -86,7 +86,8 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     if saved is not None:
         return saved
     # 2. what to read
-    listing, plan, wanted_json = plan_read(repo_id, revision, files, source.filename, source.quant)
+    listing, plan, wanted_json = plan_read(repo_id, revision, files, source.filename, source.quant,
+                                           source.prefer_gguf)
     gguf = plan.format == "gguf"
     # 3 and 4. The commit's snapshot is written as the headers arrive, and put in place once
     # everything is read and valid.
@@ -165,9 +166,11 @@ def resolve(client: HubClient, repo_id: str, revision: str, pinned: str | None, 
 
 
 def plan_read(repo_id: str, revision: str, files: Mapping[str, int | None],
-              filename: str | None, quant: str | None = None) -> tuple[dict[str, int | None], WeightPlan, list[str]]:
+              filename: str | None, quant: str | None = None, prefer_gguf: bool = False,
+              ) -> tuple[dict[str, int | None], WeightPlan, list[str]]:
     """(the files the Checkpoint lists, the weight plan, the JSON files to read)."""
-    if quant or filename and filename.endswith(".gguf") or not filename and plan_weights(files).format == "gguf":
+    if quant or prefer_gguf or filename and filename.endswith(".gguf") or not filename and plan_weights(
+            files).format == "gguf":
         plan, _ = gguf_plan(files, filename=filename, quant=quant, repo=repo_id)
         return dict(files), plan, []
     if filename:
@@ -375,7 +378,7 @@ def gguf_usable(saved: ReadResult | None, source: Source) -> ReadResult | None:
         return None
     cp = saved.checkpoint
     if cp.plan.format != "gguf":
-        return None if source.quant or (source.filename or "").endswith(".gguf") else saved
+        return None if source.quant or source.prefer_gguf or (source.filename or "").endswith(".gguf") else saved
     try:
         plan, _ = gguf_plan(cp.files, filename=source.filename, quant=source.quant, repo=cp.name)
     except HfmemError:

@@ -45,6 +45,7 @@ class Source:
     filename: str | None = None
     path: Path | None = None
     quant: str | None = None  # a GGUF repo's file by its quantization: `org/repo:Q4_K_M`
+    prefer_gguf: bool = False  # --engine llama.cpp: a repo with safetensors and GGUF files read as GGUF
 
     def with_file(self, filename: str | None) -> Source:
         """The same source with `--file NAME` (a file of a Hub repo or of a local folder)."""
@@ -98,7 +99,10 @@ def parse_source(text: str, revision: str | None = None, *, validate: bool = Tru
     # llama.cpp's `-hf org/repo:Q4_K_M` and Ollama's `hf.co/org/repo:Q4_K_M`: a GGUF file by its tag.
     m = _TAGGED.match(text)
     if m:
-        text, quant = m["repo"], m["tag"]
+        # Ollama's `:latest` names no quantization: its default file (Q4_K_M where there is one).
+        text, quant = m["repo"], None if m["tag"].lower() == "latest" else m["tag"]
+    elif re.match(r"^(?:hf\.co|huggingface\.co)/[^/]+/[^/]+$", text):
+        text = text.split("/", 1)[1]  # Ollama's hf.co/org/repo, untagged
     if _looks_like_path(text):
         raise NotFoundError(f"no such file or directory: {text}")
     if validate:

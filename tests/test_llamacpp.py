@@ -480,7 +480,8 @@ def test_check_engine_key(gguf_hub, tmp_path: Path, capsys) -> None:
     models = tmp_path / "models.toml"
     models.write_text(f'[defaults]\ngpu = "rtx 4090"\n[[model]]\nid = "{REPO}:Q4_K_M"\nengine = "vllm"\n'
                       '[[model]]\nid = "fixtures/snapshots/openai-community--gpt2.json"\nengine = "llama.cpp"\n'
-                      f'[[model]]\nid = "{REPO}:Q4_K_M"\nengine = "llama.cpp"\n[[model]]\nid = "x"\nengine = "sglang"\n')
+                      f'[[model]]\nid = "{REPO}:Q4_K_M"\nengine = "llama.cpp"\n'
+                      '[[model]]\nid = "x"\nengine = "sglang"\n')
     assert run(["check", "--models", str(models), "--json"]) == 2
     doc = json.loads(capsys.readouterr().out)
     status = [(r["status"], r["exit_code"]) for r in doc["results"]]
@@ -530,3 +531,144 @@ def test_free_memory_at_load_is_the_logged_one() -> None:
     rtx, m4 = find_gpu("rtx 3070", builtin_gpus()), find_gpu("M4 16GB", builtin_gpus())
     assert lc.device_free_bytes(rtx.vendor, rtx.memory_bytes) == 7672 * MIB
     assert lc.device_free_bytes(m4.vendor, m4.memory_bytes) // MIB == 10922
+
+
+# --- what the review found ------------------------------------------------------------------------------
+
+
+def _gguf(folder: Path, name: str, meta: dict, tensors: list[tuple[str, tuple[int, ...]]]) -> Path:
+    """A small header-only GGUF file written with gguf-py: F32 tensors, the metadata given."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = folder / name
+    w = GGUFWriter(str(path), meta.pop("general.architecture", "llama"))
+    for key, value in meta.items():
+        w.add_key_value(key, value, _vt(value))
+    for tname, shape in tensors:
+        w.add_tensor_info(tname, tuple(reversed(shape)), np.dtype(np.float32), int(np.prod(shape)) * 4)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    return path
+
+
+def _vt(value):
+    from gguf import GGUFValueType as VT
+
+    return VT.STRING if isinstance(value, str) else VT.UINT32 if isinstance(value, int) else VT.FLOAT32
+
+
+TINY = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+        "llama.attention.head_count": 4, "llama.context_length": 2048, "llama.vocab_size": 100}
+
+
+def test_a_tensor_past_the_layers_is_refused(tmp_path: Path, capsys) -> None:
+    path = _gguf(tmp_path, "t-F32.gguf", dict(TINY),
+                 [("blk.0.attn_q.weight", (64, 64)), ("blk.7.attn_q.weight", (64, 64))])
+    assert run([str(path)]) == 6
+    assert "past the 2 layers" in capsys.readouterr().err
+
+
+def test_adapters_and_imatrix_are_no_models(tmp_path: Path, capsys) -> None:
+    lora = _gguf(tmp_path, "adapter-F32.gguf", {**TINY, "general.type": "adapter"}, [("blk.0.attn_q.weight", (64, 64))])
+    assert run([str(lora)]) == 6
+    assert "'adapter' file (general.type)" in capsys.readouterr().err
+    files = gguf_files({"m-Q4_K_M.gguf": 10, "imatrix.gguf": 1, "m-Q8_0.gguf": 20, "m-lora-F16.gguf": 2})
+    assert [f.name for f in files] == ["m-Q4_K_M.gguf", "m-Q8_0.gguf"]
+
+
+def test_a_broken_split_set_spoils_only_itself() -> None:
+    from inspector.errors import EntryNotFound
+    from inspector.gguf import choose_file
+
+    listing = {"a-Q4_K_M.gguf": 10, "big-Q8_0-00001-of-00003.gguf": 5, "big-Q8_0-00003-of-00003.gguf": 5,
+               "z-00000-of-00002.gguf": 1, "z-00001-of-00002.gguf": 1, "z-00002-of-00002.gguf": 1}
+    files = gguf_files(listing)
+    assert choose_file(files, "a-Q4_K_M.gguf", "r").name == "a-Q4_K_M.gguf"
+    with pytest.raises(EntryNotFound, match="part 2 of the 3-part split set is missing"):
+        choose_file(files, "Q8_0", "r")
+    with pytest.raises(EntryNotFound, match="part 0 of a 2-part split set, which numbers its parts from 1"):
+        choose_file(files, "z-00001-of-00002.gguf", "r")
+
+
+def test_out_of_range_metadata_is_refused() -> None:
+    from inspector.errors import ConfigError
+
+    for key, value in (("llama.context_length", 1 << 60), ("llama.attention.head_count", 0),
+                       ("llama.vocab_size", 1 << 40)):
+        with pytest.raises(ConfigError):
+            lc.llama_model(GGUFModel("m", {**TINY, key: value}, (), None, {}))
+
+
+def test_head_defaults_follow_llama_cpp() -> None:
+    """head_count_kv defaults to head_count per layer, the head size to n_embd / head_count[0]."""
+    m = lc.llama_model(GGUFModel("m", {**TINY, "llama.attention.head_count": [4, 0]}, (), None, {}))
+    assert m.n_head_kv == (4, 0) and m.n_embd_head_k == 16 and not m.has_kv(1)
+
+
+def test_the_fit_steps_down_where_sliding_windows_bend_the_line(models) -> None:
+    m = models[GEMMA2]
+    s = lc.LlamaCppSettings().resolved()
+    for gib_tenths in range(20, 60, 3):
+        memory = lc.MIB * 1024 + GIB * gib_tenths // 10
+        fit = lc.fit_device(m, s, "x", memory)
+        p = fit.estimate.placement
+        if p.n_gpu_layers == m.n_layer + 1:
+            assert fit.all_layers == (p.gpu_bytes <= fit.budget_bytes)
+        assert p.gpu_bytes <= fit.budget_bytes or fit.estimate.kv.n_ctx == 4096
+
+
+def test_n_cpu_moe_on_a_dense_model_moves_nothing(models) -> None:
+    m = models[LLAMA31]
+    e = lc.estimate(m, lc.LlamaCppSettings(ctx_size=8192, n_cpu_moe=4).resolved())
+    assert e.settings.n_cpu_moe == 0 and e.placement.model_host == 128256 * 4096 // 256 * 144
+    fit = lc.fit_device(m, lc.LlamaCppSettings(ctx_size=8192, n_cpu_moe=4).resolved(), "H100", 80 * GIB)
+    assert fit.all_layers
+
+
+def test_the_quantizations_are_compared_where_fit_can_shorten_the_context(gguf_hub, capsys) -> None:
+    """No -c: the 128k training context fits no 12 GB card, but --fit runs it shorter; the rows
+    are compared at --fit-ctx (4096) and the largest that runs there is the one shown."""
+    assert run([REPO, "--json", "--gpu", "rtx 3060 12gb"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["quantizations_ctx_size"] == 4096
+    assert doc["file"]["name"].endswith("Q8_0.gguf") and doc["fit"][0]["all_layers_on_gpu"]
+    assert 4096 < doc["fit"][0]["ctx_size"] < 131072
+
+
+def test_llama_cpp_spellings(gguf_files, capsys) -> None:
+    path = str(gguf_files[LLAMA31][0])
+    assert run([path, "-c", "0", "-ngl", "-2", "--json", "--gpu", "rtx 3060 12gb"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["llama_cpp"]["ctx_size"] == 131072 and doc["fit"][0]["ctx_size"] == 131072  # -c 0: kept
+    assert run([path, "-ub", "4096", "--json", "-c", "8192"]) == 0
+    assert json.loads(capsys.readouterr().out)["llama_cpp"]["ubatch_size"] == 2048  # min(-ub, -b)
+    from inspector.source import parse_source
+
+    assert parse_source("hf.co/org/x-GGUF:latest", validate=False).quant is None
+    assert parse_source("hf.co/org/x-GGUF", validate=False).repo_id == "org/x-GGUF"
+
+
+def test_options_of_the_other_engine_are_refused(gguf_hub, capsys) -> None:
+    assert run(["fixtures/snapshots/openai-community--gpt2.json", "-ngl", "3"]) == 2
+    assert "--n-gpu-layers is a llama.cpp option" in capsys.readouterr().err
+    assert run(["check", f"{REPO}:Q4_K_M", "--gpu", "rtx 4090", "--count", "2"]) == 2
+    assert "count is a vLLM setting" in capsys.readouterr().err
+
+
+def test_a_local_file_lists_only_its_own_quantizations(gguf_files, tmp_path: Path, capsys) -> None:
+    for name in ("Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf",
+                 "gemma-2-2b-it-Q4_K_M.gguf"):
+        shutil.copy(gguf_files[LLAMA31][0], tmp_path / name)
+    assert run([str(tmp_path / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"), "--json"]) == 0
+    rows = [q["file"] for q in json.loads(capsys.readouterr().out)["quantizations"]]
+    assert sorted(rows) == ["Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf"]
+
+
+def test_engine_llama_cpp_reads_the_gguf_of_a_mixed_folder(gguf_files, tmp_path: Path, capsys) -> None:
+    shutil.copy(gguf_files[GEMMA2][0], tmp_path / "gemma-2-2b-it-Q4_K_M.gguf")
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    assert run([str(tmp_path), "--engine", "llama.cpp", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"]["name"] == "gemma-2-2b-it-Q4_K_M.gguf"
