@@ -275,6 +275,8 @@ NglOpt = Annotated[str | None, typer.Option("--n-gpu-layers", "-ngl", metavar="N
 NCpuMoeOpt = Annotated[int, typer.Option("--n-cpu-moe", "-ncmoe", parser=Bounded(int, 0, 4096),
                                          help="llama.cpp: the first N layers' MoE experts in host memory.")]
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding-window layers.")]
+NoRepackOpt = Annotated[bool, typer.Option("--no-repack", "-nr",
+                                           help="llama.cpp: no repacked copy of the CPU's weights.")]
 FitTargetOpt = Annotated[int, typer.Option("--fit-target", parser=Bounded(int, 0, 1 << 20, unit=" MiB"),
                                            metavar="MiB", help="llama.cpp: memory --fit leaves free per device.")]
 
@@ -282,14 +284,14 @@ FitTargetOpt = Annotated[int, typer.Option("--fit-target", parser=Bounded(int, 0
 def _llamacpp(*, ctx_size: int | None, parallel: int | None, max_model_len: int | None, batch_size: int,
               kv_cache_dtype: str, cache_type_k: str | None, cache_type_v: str | None, flash_attn: str,
               ubatch_size: int, n_gpu_layers: str | None, n_cpu_moe: int, swa_full: bool, fit_target: int,
-              allow_offload: bool = False) -> Any:
+              no_repack: bool = False, allow_offload: bool = False) -> Any:
     from .api import llamacpp_settings
 
     return llamacpp_settings(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len,
                              batch_size=batch_size, kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k,
                              cache_type_v=cache_type_v, flash_attn=flash_attn, ubatch_size=ubatch_size,
                              n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, swa_full=swa_full,
-                             fit_target_mib=fit_target, allow_offload=allow_offload)
+                             fit_target_mib=fit_target, repack=not no_repack, allow_offload=allow_offload)
 
 
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
@@ -363,6 +365,7 @@ def inspect_cmd(
     n_cpu_moe: NCpuMoeOpt = 0,
     swa_full: SwaFullOpt = False,
     fit_target: FitTargetOpt = 1024,
+    no_repack: NoRepackOpt = False,
 ) -> None:
     """Count a model's parameters exactly and estimate its memory per precision (the default command).
     For a GGUF model (a file, a repo of them, MODEL:Q4_K_M), llama.cpp's memory and where it fits."""
@@ -386,7 +389,7 @@ def inspect_cmd(
     llamacpp = _llamacpp(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len, batch_size=batch_size,
                          kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                          flash_attn=flash_attn, ubatch_size=ubatch_size, n_gpu_layers=n_gpu_layers,
-                         n_cpu_moe=n_cpu_moe, swa_full=swa_full, fit_target=fit_target)
+                         n_cpu_moe=n_cpu_moe, swa_full=swa_full, fit_target=fit_target, no_repack=no_repack)
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
                    gpus=gpus, deadline=time.monotonic() + timeout, engine=engine, llamacpp=llamacpp, filename=file)
     if getattr(report, "chosen_file", None) is not None:
@@ -416,7 +419,7 @@ def inspect_cmd(
     llama_only = {"--ctx-size": ctx_size is not None, "--parallel": parallel is not None,
                   "--cache-type-k": cache_type_k, "--cache-type-v": cache_type_v, "--flash-attn": flash_attn != "auto",
                   "--ubatch-size": ubatch_size != 512, "--n-gpu-layers": n_gpu_layers, "--n-cpu-moe": n_cpu_moe,
-                  "--swa-full": swa_full, "--fit-target": fit_target != 1024}
+                  "--swa-full": swa_full, "--fit-target": fit_target != 1024, "--no-repack": no_repack}
     given_llama = [name for name, value in llama_only.items() if value]
     if given_llama:
         from .errors import UsageError

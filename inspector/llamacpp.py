@@ -81,6 +81,7 @@ class LlamaCppSettings:
     n_gpu_layers: int | None = None  # --n-gpu-layers; None: all (what -ngl auto / --fit give when it fits)
     n_cpu_moe: int = 0  # --n-cpu-moe: the first N layers' experts in host memory
     swa_full: bool = False  # --swa-full: full-size cache for the sliding-window layers
+    repack: bool = True  # the CPU's repacked weights (llama.cpp's default; --no-repack turns it off)
     fit_target_mib: int = 1024  # --fit-target: memory left free on each device
     allow_offload: bool = False  # `check`: a fit with layers in host memory still passes
 
@@ -388,6 +389,7 @@ class Placement:
     kv_host: int
     compute_gpu: int
     compute_host: int
+    repack_host: int = 0  # CPU-resident weights repacked into a CPU_REPACK buffer: a second, allocated copy
 
     @property
     def gpu_bytes(self) -> int:
@@ -395,7 +397,7 @@ class Placement:
 
     @property
     def host_bytes(self) -> int:
-        return self.model_host + self.kv_host + self.compute_host
+        return self.model_host + self.repack_host + self.kv_host + self.compute_host
 
 
 # --- the KV cache --------------------------------------------------------------------------------------
@@ -553,11 +555,28 @@ class LayerBytes:
     largest_expert: tuple[int, ...]
     input_bytes: int  # token embeddings and what else has no layer: host memory always
     input_largest: int
+    repack: tuple[int, ...] = ()  # the layer's matrices the CPU repacks (`repacked`)
+    repack_experts: tuple[int, ...] = ()
+
+
+#: The types llama.cpp's CPU backend repacks on x86-64 with AVX2 (ggml/src/ggml-cpu/repack.cpp
+#: ggml_repack_get_optimal_repack_type, b11312: Q4_0, Q4_K, IQ4_NL and MXFP4 matrices of a multiple
+#: of 8 rows; Q2_K needs AVX-512; ARM repacks more types, not modelled here), into an allocated
+#: CPU_REPACK buffer beside the mapped file, for the matrices a matmul reads (not token_embd, read by
+#: get_rows). Checked: the five fixtures' CPU_REPACK sizes on a b11312 CPU build (bench/llamacpp_cpu.sh)
+#: are these tensors' bytes exactly (Llama-3.1-8B Q4_K_M 3204.00 MiB, gpt-oss-20b 9682.03 MiB).
+REPACKED_AVX2 = frozenset({2, 12, 20, 39})  # Q4_0, Q4_K, IQ4_NL, MXFP4
+
+
+def repacked(t: GGUFTensor) -> bool:
+    return (t.type in REPACKED_AVX2 and len(t.shape) > 1 and t.shape[1] % 8 == 0
+            and not t.name.startswith("token_embd"))
 
 
 def layer_bytes(m: LlamaModel) -> LayerBytes:
     n = m.n_layer + 1
     gpu, host, eg, eh, big, big_e = [0] * n, [0] * n, [0] * n, [0] * n, [0] * n, [0] * n
+    rp, rpe = [0] * n, [0] * n
     inp = inp_big = 0
     for t in m.tensors:
         il = tensor_layer(t.name, m.n_layer)
@@ -569,10 +588,14 @@ def layer_bytes(m: LlamaModel) -> LayerBytes:
         host[il] += t.nbytes
         if len(t.shape) > 1:
             big[il] = max(big[il], t.nbytes)
+        if repacked(t):
+            rp[il] += t.nbytes
         if _EXPERTS_RE.match(t.name):
             eg[il] += gpu_alloc_bytes(t)
             eh[il] += t.nbytes
             big_e[il] = max(big_e[il], t.nbytes)
+            if repacked(t):
+                rpe[il] += t.nbytes
     emb = next((t for t in m.tensors if t.name == "token_embd.weight"), None)
     if emb is not None and not any(t.name == "output.weight" for t in m.tensors):
         # Tied embeddings: llama.cpp loads token_embd a second time as the output layer's matrix
@@ -580,7 +603,8 @@ def layer_bytes(m: LlamaModel) -> LayerBytes:
         # absent), in the output layer's buffer: on the GPU a copy, on the CPU the same mapped bytes.
         gpu[m.n_layer] += gpu_alloc_bytes(emb)
         big[m.n_layer] = emb.nbytes
-    return LayerBytes(tuple(gpu), tuple(host), tuple(eg), tuple(eh), tuple(big), tuple(big_e), inp, inp_big)
+    return LayerBytes(tuple(gpu), tuple(host), tuple(eg), tuple(eh), tuple(big), tuple(big_e), inp, inp_big,
+                      tuple(rp), tuple(rpe))
 
 
 @dataclass(frozen=True)
@@ -600,8 +624,8 @@ class LlamaCppEstimate:
             "ubatch_size": min(self.settings.ubatch_size, self.settings.batch_size, self.kv.n_ctx),
             "gpu": {"model_bytes": p.model_gpu, "kv_bytes": p.kv_gpu, "compute_bytes": p.compute_gpu,
                     "total_bytes": p.gpu_bytes},
-            "host": {"model_bytes": p.model_host, "kv_bytes": p.kv_host, "compute_bytes": p.compute_host,
-                     "total_bytes": p.host_bytes},
+            "host": {"model_bytes": p.model_host, "repack_bytes": p.repack_host, "kv_bytes": p.kv_host,
+                     "compute_bytes": p.compute_host, "total_bytes": p.host_bytes},
             "kv_cache": self.kv.to_dict(),
         }
 
@@ -615,7 +639,7 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     start, ngl = offloaded_layers(m.n_layer, s.n_gpu_layers) if gpu else (m.n_layer + 1, 0)
     if s.n_cpu_moe and not m.is_moe:
         s = replace(s, n_cpu_moe=0)  # a dense model has no experts to keep on the CPU
-    model_gpu = model_host = 0
+    model_gpu = model_host = repack = 0
     ffn_copy = 0
     for il in range(m.n_layer + 1):
         if il >= start:
@@ -624,8 +648,10 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
             model_host += layers.experts_host[il] if moved else 0
             if moved:
                 ffn_copy = max(ffn_copy, layers.largest_expert[il])
+                repack += layers.repack_experts[il] if layers.repack_experts else 0
         else:
             model_host += layers.host[il]
+            repack += layers.repack[il] if layers.repack else 0
             if il < m.n_layer:
                 ffn_copy = max(ffn_copy, layers.largest[il])
     model_host += layers.input_bytes
@@ -633,7 +659,8 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     attn_copy = max((kv.layer_bytes(il) for il in range(min(start, m.n_layer))), default=0)
     out_copy = layers.largest[m.n_layer] if start > m.n_layer else 0
     compute_gpu, compute_host = compute_buffers(m, kv, s, layers_on_gpu=ngl, copies=(attn_copy, ffn_copy, out_copy))
-    placement = Placement(ngl, model_gpu, model_host, kv_gpu, kv.bytes - kv_gpu, compute_gpu, compute_host)
+    placement = Placement(ngl, model_gpu, model_host, kv_gpu, kv.bytes - kv_gpu, compute_gpu, compute_host,
+                          repack if s.repack else 0)
     return LlamaCppEstimate(m, s, kv, placement, sum(layers.host) + layers.input_bytes)
 
 

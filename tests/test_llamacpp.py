@@ -672,3 +672,15 @@ def test_engine_llama_cpp_reads_the_gguf_of_a_mixed_folder(gguf_files, tmp_path:
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert run([str(tmp_path), "--engine", "llama.cpp", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["file"]["name"] == "gemma-2-2b-it-Q4_K_M.gguf"
+
+
+def test_the_cpu_keeps_a_repacked_copy(models) -> None:
+    """On x86-64 with AVX2 the CPU backend repacks its Q4_0/Q4_K/IQ4_NL/MXFP4 matrices into a buffer
+    of their own: b11312 on the sparse fixtures logged CPU_REPACK 3204.00 MiB for Llama-3.1-8B Q4_K_M
+    (bench/llamacpp_cpu.sh)."""
+    m = models[LLAMA31]
+    cpu = lc.estimate(m, lc.LlamaCppSettings(ctx_size=4096).resolved(), gpu=False)
+    assert cpu.placement.repack_host == 3204 * MIB
+    assert lc.estimate(m, lc.LlamaCppSettings(ctx_size=4096, repack=False).resolved(), gpu=False
+                       ).placement.repack_host == 0
+    assert lc.estimate(m, lc.LlamaCppSettings(ctx_size=4096).resolved()).placement.repack_host == 0  # all on GPU
