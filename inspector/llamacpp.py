@@ -559,7 +559,8 @@ class LayerBytes:
     repack_experts: tuple[int, ...] = ()
 
 
-#: The types llama.cpp's CPU backend repacks on x86-64 with AVX2 (ggml/src/ggml-cpu/repack.cpp
+#: The types llama.cpp's CPU backend repacks on x86-64 with AVX2 when it runs without a GPU
+#: (ggml/src/ggml-cpu/repack.cpp
 #: ggml_repack_get_optimal_repack_type, b11312: Q4_0, Q4_K, IQ4_NL and MXFP4 matrices of a multiple
 #: of 8 rows; Q2_K needs AVX-512; ARM repacks more types, not modelled here), into an allocated
 #: CPU_REPACK buffer beside the mapped file, for the matrices a matmul reads (not token_embd, read by
@@ -659,8 +660,10 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     attn_copy = max((kv.layer_bytes(il) for il in range(min(start, m.n_layer))), default=0)
     out_copy = layers.largest[m.n_layer] if start > m.n_layer else 0
     compute_gpu, compute_host = compute_buffers(m, kv, s, layers_on_gpu=ngl, copies=(attn_copy, ffn_copy, out_copy))
+    # With a GPU, the CPU's weights go to the GPU backend's host buffer type, listed before the
+    # repacked one (src/llama-model.cpp make_cpu_buft_list): only a run without a GPU repacks.
     placement = Placement(ngl, model_gpu, model_host, kv_gpu, kv.bytes - kv_gpu, compute_gpu, compute_host,
-                          repack if s.repack else 0)
+                          repack if s.repack and not gpu else 0)
     return LlamaCppEstimate(m, s, kv, placement, sum(layers.host) + layers.input_bytes)
 
 

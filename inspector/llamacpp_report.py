@@ -70,7 +70,7 @@ def _terms(r: Any) -> list[TermRow]:
     return [
         ("model buffers", p.model_gpu, p.model_host, "token embeddings stay in host memory (with mmap: page cache)"),
         *([("repacked weights", 0, p.repack_host, "the CPU's copy of its Q4_0/Q4_K/IQ4_NL/MXFP4 matrices "
-            "(x86-64 AVX2; --no-repack: none)")] if p.repack_host else []),
+            "(x86-64 AVX2, no GPU; --no-repack: none)")] if p.repack_host else []),
         ("KV cache", p.kv_gpu, p.kv_host, f"{kv.cells:,} cells, K {kv.type_k} + V {kv.type_v}{swa}"),
         ("compute buffers", p.compute_gpu, p.compute_host, "worst-case graph for one ubatch (modelled)"),
         ("total", p.gpu_bytes, p.host_bytes, ""),
