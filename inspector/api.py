@@ -481,6 +481,8 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     from .gguf import gguf_files
     from .gpus import builtin_gpus, find_gpu
 
+    if isinstance(settings, dict):  # the CLI's options as given
+        settings = llamacpp_settings(**settings)
     settings = (settings or lc.LlamaCppSettings()).resolved()
     if gpus is None:
         gpus = [find_gpu(name, builtin_gpus()) for name in DEFAULT_GGUF_GPUS]

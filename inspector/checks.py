@@ -29,7 +29,6 @@ from .fit import Fit, fit
 from .gpus import GPU, find_gpu, read_toml
 from .kvcache import KV_CACHE_DTYPES
 from .limits import MAX_GPUS, MAX_TOKENS
-from .llamacpp import CACHE_TYPES
 from .train import METHODS, OPTIMIZERS, TRAIN_PRECISIONS, TrainFit, TrainSettings, train_fit
 from .vllm import DTYPES, ENTRYPOINTS, parse_release, supported_range
 
@@ -264,6 +263,8 @@ def _validate(values: Mapping[str, Any], where: str, allowed: frozenset[str] = D
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_TOKENS
             want = f"a whole number from 1 to {MAX_TOKENS:,}"
         elif key in ("cache_type_k", "cache_type_v"):
+            from .llamacpp import CACHE_TYPES
+
             ok = isinstance(value, str) and value.lower() in CACHE_TYPES
             want = "one of " + ", ".join(CACHE_TYPES)
             value = value.lower() if ok else value

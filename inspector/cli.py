@@ -285,13 +285,12 @@ def _llamacpp(*, ctx_size: int | None, parallel: int | None, max_model_len: int 
               kv_cache_dtype: str, cache_type_k: str | None, cache_type_v: str | None, flash_attn: str,
               ubatch_size: int, n_gpu_layers: str | None, n_cpu_moe: int, swa_full: bool, fit_target: int,
               no_repack: bool = False, allow_offload: bool = False) -> Any:
-    from .api import llamacpp_settings
-
-    return llamacpp_settings(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len,
-                             batch_size=batch_size, kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k,
-                             cache_type_v=cache_type_v, flash_attn=flash_attn, ubatch_size=ubatch_size,
-                             n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, swa_full=swa_full,
-                             fit_target_mib=fit_target, repack=not no_repack, allow_offload=allow_offload)
+    # The options as given: inspector.api makes them LlamaCppSettings (and checks them) once the model
+    # is known to be GGUF, so a safetensors run never imports the llama.cpp module.
+    return dict(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len, batch_size=batch_size,
+                kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                flash_attn=flash_attn, ubatch_size=ubatch_size, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe,
+                swa_full=swa_full, fit_target_mib=fit_target, repack=not no_repack, allow_offload=allow_offload)
 
 
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,

@@ -141,3 +141,10 @@ def test_longest_context_and_largest_batch_by_hand() -> None:
     # --max-model-len auto: the longest context is the request, and it fits.
     f = fit(arch, params, Precision.STORED, gpu, Settings(max_model_len=-1), count=1)
     assert f.fits and f.context_tokens == f.max_context_tokens == 1600
+
+
+def test_the_catalog_read_without_its_sources_is_the_whole_catalog() -> None:
+    """builtin_gpus skips comments and *_source lines before parsing (speed): nothing it reads is lost."""
+    from inspector.gpus import CATALOG, _rows, builtin_gpus, read_toml
+
+    assert builtin_gpus() == tuple(_rows(read_toml(CATALOG, "the GPU catalog"), CATALOG))
