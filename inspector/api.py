@@ -430,6 +430,7 @@ class GGUFReport:
     first_gpu: str | None
     file_named: bool = False  # the user named the file (a path, --file, :TAG): no other is chosen
     rows_ctx: int = 0  # the -c the quantization rows are compared at (llamacpp.row_settings)
+    cpu_only: Any = None  # llamacpp.LlamaCppEstimate with no GPU: the host memory a CPU-only run takes
     #: Reads another file of the same repo or folder (`check` picks the file for its own GPU).
     reader: Callable[[str], Checkpoint] | None = field(default=None, repr=False, compare=False)
 
@@ -468,6 +469,7 @@ class GGUFReport:
             "quantizations_ctx_size": self.rows_ctx,
             "projectors": [{"file": f.name, "bytes": f.bytes} for f in self.projectors],
             "fit": [f.to_dict() for f in self.fit],
+            "cpu_only": self.cpu_only.to_dict()["host"] if self.cpu_only else None,
             "warnings": list(cp.warnings),
         }
 
@@ -521,8 +523,9 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     def reader(name: str) -> Checkpoint:
         return read(replace(source, filename=name, quant=None, kind=_dir_kind(source), path=_dir_path(source)))
 
+    cpu_only = lc.estimate(model, settings, gpu=False, layers=layers)
     return GGUFReport(source, checkpoint, model, estimate, tuple(rows), fits, first.name if first else None,
-                      bool(named), at_rows.kv.n_ctx, reader if rereadable else None)
+                      bool(named), at_rows.kv.n_ctx, cpu_only, reader if rereadable else None)
 
 
 def _dir_kind(source: Source) -> SourceKind:

@@ -135,6 +135,12 @@ def _render(r: Any, markdown: bool, esc: Callable[[str], str], files: bool) -> l
         target = r.estimate.settings.fit_target_mib
         out += ["", esc(f"Where it fits (as llama.cpp's --fit: every layer, else MoE experts or layers to host "
                         f"memory; --fit-target {target} MiB left free):"), tab(_fit_columns(), r.fit)]
+    if r.cpu_only is not None:
+        c = r.cpu_only.placement
+        repack = f" + repacked copy {size(c.repack_host)}" if c.repack_host else ""
+        out += ["", esc(f"Without a GPU (a CPU build, x86-64 with AVX2), at -c {r.cpu_only.kv.n_ctx:,}: "
+                        f"{size(c.host_bytes)} of host memory (weights {size(c.model_host)}{repack} + KV "
+                        f"{size(c.kv_host)} + compute {size(c.compute_host)}).")]
     for f in r.projectors:
         out += ["", esc(f"projector: {f.name} ({size(f.bytes)}): with --mmproj, llama.cpp loads it too and --fit "
                         "keeps room for it on the GPU (not counted above)")]

@@ -684,3 +684,12 @@ def test_the_cpu_keeps_a_repacked_copy(models) -> None:
     assert lc.estimate(m, lc.LlamaCppSettings(ctx_size=4096, repack=False).resolved(), gpu=False
                        ).placement.repack_host == 0
     assert lc.estimate(m, lc.LlamaCppSettings(ctx_size=4096).resolved()).placement.repack_host == 0  # all on GPU
+
+
+def test_the_report_says_what_a_cpu_only_run_takes(gguf_files, capsys) -> None:
+    assert run([str(gguf_files[LLAMA31][0]), "-c", "4096", "--json"]) == 0
+    cpu = json.loads(capsys.readouterr().out)["cpu_only"]
+    # b11312 on this fixture, CPU build: CPU_Mapped 4685.30 + CPU_REPACK 3204.00 + KV 512.00 MiB
+    assert (cpu["model_bytes"], cpu["repack_bytes"], cpu["kv_bytes"]) == (4_912_898_304, 3204 * MIB, 512 * MIB)
+    assert run([str(gguf_files[LLAMA31][0]), "-c", "4096"]) == 0
+    assert "Without a GPU (a CPU build, x86-64 with AVX2)" in capsys.readouterr().out
