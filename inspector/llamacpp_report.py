@@ -30,7 +30,8 @@ def render_json(report: Any) -> str:
 def _title(r: Any) -> str:
     m, e = r.model, r.estimate
     bpw = e.model_bytes * 8 / m.params if m.params else 0
-    return (f"{r.checkpoint.name}: {r.chosen_file}  ({m.arch}, {m.params / 1e9:,.2f} B parameters, "
+    name = r.checkpoint.name if r.checkpoint.name.endswith(r.chosen_file) else f"{r.checkpoint.name}: {r.chosen_file}"
+    return (f"{name}  ({m.arch}, {m.params / 1e9:,.2f} B parameters, "
             f"mostly {m.file_type}, {bpw:.2f} bits per weight, {size(e.model_bytes)} of tensors)")
 
 
