@@ -503,8 +503,9 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
             chosen = best.name
     estimate = lc.estimate(model, settings)
     layers = lc.layer_bytes(model)
-    fits = tuple(lc.fit_device(model, settings, g.name, lc.device_free_bytes(g.vendor, g.memory_bytes), layers)
-                 for g in gpus)
+    n = len(settings.tensor_split)
+    fits = tuple(lc.fit_device(model, settings, f"{n} x {g.name}" if n > 1 else g.name,
+                               lc.device_free_bytes(g.vendor, g.memory_bytes), layers) for g in gpus)
     rs = lc.row_settings(settings)
     at_rows = lc.estimate(model, rs, layers=layers)
 
@@ -515,8 +516,8 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
         gpu_bytes = (at_rows.placement.gpu_bytes if f.name == chosen
                      else lc.file_gpu_bytes(model, rs, size, full=at_rows) if size is not None else None)
         return QuantRow(f.name, f.label, size, round(size * 8 / model.params, 2) if size and model.params else None,
-                        gpu_bytes, None if budget is None or gpu_bytes is None else gpu_bytes <= budget,
-                        f.name == chosen)
+                        gpu_bytes, None if budget is None or gpu_bytes is None
+                        else gpu_bytes <= budget * max(1, len(settings.tensor_split)), f.name == chosen)
 
     rows = [row(f) for f in files]
     rereadable = source.kind in (SourceKind.HUB, SourceKind.LOCAL_DIR, SourceKind.LOCAL_FILE)
@@ -549,6 +550,16 @@ def llamacpp_settings(*, ctx_size: int | None = None, parallel: int | None = Non
     # -c 0, as llama.cpp's: the model's own context, which --fit then leaves as it is
     ctx = ctx_size if ctx_size is not None else (max_model_len * slots if max_model_len and max_model_len > 0
                                                  else None)
+    split = options.pop("tensor_split", None)
+    if isinstance(split, str):
+        try:
+            split = tuple(float(x) for x in split.split(",") if x.strip())
+        except ValueError:
+            raise UsageError(f"--tensor-split {split[:40]!r}: shares per GPU, e.g. 1,1 or 3,1") from None
+    split = tuple(split or ())
+    if any(not 0 <= x < 1e9 for x in split) or split and (sum(split) <= 0 or len(split) > 16):
+        raise UsageError("--tensor-split: up to 16 shares per GPU, each a number from 0, not all 0")
+    options["tensor_split"] = split if len(split) > 1 else ()
     ngl: int | None
     if n_gpu_layers is None or str(n_gpu_layers).strip().lower() in ("auto", "-1", "all", "-2", "999"):
         ngl = None

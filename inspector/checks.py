@@ -410,20 +410,21 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
     if spec.training:
         raise EntryError(f"{report.checkpoint.name}: hfmem's training estimate reads safetensors checkpoints, "
                          "not GGUF")
-    vllm = {"count": spec.count not in (None, 1), "precision": spec.precision != "stored",
+    vllm = {"precision": spec.precision != "stored",
             "gpu_memory_utilization": spec.gpu_memory_utilization is not None,
             "vllm_version": spec.vllm_version is not None, "entrypoint": spec.entrypoint != "serve",
             "dtype": spec.dtype != "auto"}
     given = next((k for k, v in vllm.items() if v), None)
     if given:
-        more = " (llama.cpp's split over several GPUs is not modelled yet)" if given == "count" else ""
         raise EntryError(f"{report.checkpoint.name} is a GGUF model, checked for llama.cpp: {given} is a vLLM "
-                         f"setting{more}")
+                         "setting")
     settings = lc.LlamaCppSettings(
         ctx_size=spec.ctx_size or (spec.max_model_len * spec.batch_size if spec.max_model_len
                                    and spec.max_model_len > 0 else None),
         parallel=spec.batch_size, cache_type_k=spec.cache_type_k, cache_type_v=spec.cache_type_v,
-        kv_cache_dtype=spec.kv_cache_dtype, flash_attn=spec.flash_attn or "auto").resolved()
+        kv_cache_dtype=spec.kv_cache_dtype, flash_attn=spec.flash_attn or "auto",
+        # count: that many of the GPU, the layers split as llama.cpp splits them by free memory: evenly
+        tensor_split=(1.0,) * spec.count if spec.count and spec.count > 1 else ()).resolved()
     checkpoint, model = report.checkpoint, report.model
     free = lc.device_free_bytes(target.vendor, target.memory_bytes)
     budget = max(0, free - settings.fit_target_mib * lc.MIB)
@@ -438,7 +439,8 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
             raise EntryError(f"{checkpoint.name}: no GGUF file {named!r} was read")
         checkpoint = report.reader(named)
         model = lc.llama_model(checkpoint.gguf_model())
-    device = lc.fit_device(model, settings, target.name, free)
+    n = len(settings.tensor_split)
+    device = lc.fit_device(model, settings, f"{n} x {target.name}" if n > 1 else target.name, free)
     return CheckResult(spec, position, gguf=device, gguf_file=checkpoint.plan.files[0],
                        revision_sha=checkpoint.sha, context_tokens=device.estimate.kv.n_ctx)
 

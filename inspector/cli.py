@@ -275,6 +275,9 @@ NglOpt = Annotated[str | None, typer.Option("--n-gpu-layers", "-ngl", metavar="N
 NCpuMoeOpt = Annotated[int, typer.Option("--n-cpu-moe", "-ncmoe", parser=Bounded(int, 0, 4096),
                                          help="llama.cpp: the first N layers' MoE experts in host memory.")]
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding-window layers.")]
+TensorSplitOpt = Annotated[str | None, typer.Option("--tensor-split", "-ts", metavar="SHARES", show_default=False,
+                                                    help="llama.cpp: layers over several of each --gpu, by "
+                                                    "these shares (1,1: two GPUs, evenly).")]
 NoRepackOpt = Annotated[bool, typer.Option("--no-repack", "-nr",
                                            help="llama.cpp: no repacked copy of the CPU's weights.")]
 FitTargetOpt = Annotated[int, typer.Option("--fit-target", parser=Bounded(int, 0, 1 << 20, unit=" MiB"),
@@ -284,13 +287,14 @@ FitTargetOpt = Annotated[int, typer.Option("--fit-target", parser=Bounded(int, 0
 def _llamacpp(*, ctx_size: int | None, parallel: int | None, max_model_len: int | None, batch_size: int,
               kv_cache_dtype: str, cache_type_k: str | None, cache_type_v: str | None, flash_attn: str,
               ubatch_size: int, n_gpu_layers: str | None, n_cpu_moe: int, swa_full: bool, fit_target: int,
-              no_repack: bool = False, allow_offload: bool = False) -> Any:
+              no_repack: bool = False, tensor_split: str | None = None, allow_offload: bool = False) -> Any:
     # The options as given: inspector.api makes them LlamaCppSettings (and checks them) once the model
     # is known to be GGUF, so a safetensors run never imports the llama.cpp module.
     return dict(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len, batch_size=batch_size,
                 kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                 flash_attn=flash_attn, ubatch_size=ubatch_size, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe,
-                swa_full=swa_full, fit_target_mib=fit_target, repack=not no_repack, allow_offload=allow_offload)
+                swa_full=swa_full, fit_target_mib=fit_target, repack=not no_repack, tensor_split=tensor_split,
+                allow_offload=allow_offload)
 
 
 def _settings(precision: list[PrecisionChoice] | None, *, max_model_len: int | None, batch_size: int,
@@ -365,6 +369,7 @@ def inspect_cmd(
     swa_full: SwaFullOpt = False,
     fit_target: FitTargetOpt = 1024,
     no_repack: NoRepackOpt = False,
+    tensor_split: TensorSplitOpt = None,
 ) -> None:
     """Count a model's parameters exactly and estimate its memory per precision (the default command).
     For a GGUF model (a file, a repo of them, MODEL:Q4_K_M), llama.cpp's memory and where it fits."""
@@ -388,7 +393,8 @@ def inspect_cmd(
     llamacpp = _llamacpp(ctx_size=ctx_size, parallel=parallel, max_model_len=max_model_len, batch_size=batch_size,
                          kv_cache_dtype=kv_cache_dtype, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                          flash_attn=flash_attn, ubatch_size=ubatch_size, n_gpu_layers=n_gpu_layers,
-                         n_cpu_moe=n_cpu_moe, swa_full=swa_full, fit_target=fit_target, no_repack=no_repack)
+                         n_cpu_moe=n_cpu_moe, swa_full=swa_full, fit_target=fit_target, no_repack=no_repack,
+                         tensor_split=tensor_split)
     report = _read(model, settings, revision=revision, token=token, offline=offline, refresh=refresh, quiet=quiet,
                    gpus=gpus, deadline=time.monotonic() + timeout, engine=engine, llamacpp=llamacpp, filename=file)
     if getattr(report, "chosen_file", None) is not None:
@@ -402,7 +408,7 @@ def inspect_cmd(
         given = [name for name, value in vllm_only.items() if value]
         if given:
             tp = given[0].startswith("--tensor")
-            more = " (llama.cpp's split over several GPUs is not modelled yet)" if tp else ""
+            more = " (for llama.cpp's split of layers over GPUs, give --tensor-split 1,1)" if tp else ""
             raise UsageError(f"{given[0]} is a vLLM option; {report.checkpoint.name} is a GGUF model, estimated "
                              f"for llama.cpp{more}")
 
@@ -418,7 +424,8 @@ def inspect_cmd(
     llama_only = {"--ctx-size": ctx_size is not None, "--parallel": parallel is not None,
                   "--cache-type-k": cache_type_k, "--cache-type-v": cache_type_v, "--flash-attn": flash_attn != "auto",
                   "--ubatch-size": ubatch_size != 512, "--n-gpu-layers": n_gpu_layers, "--n-cpu-moe": n_cpu_moe,
-                  "--swa-full": swa_full, "--fit-target": fit_target != 1024, "--no-repack": no_repack}
+                  "--swa-full": swa_full, "--fit-target": fit_target != 1024, "--no-repack": no_repack,
+                  "--tensor-split": tensor_split}
     given_llama = [name for name, value in llama_only.items() if value]
     if given_llama:
         from .errors import UsageError

@@ -82,6 +82,8 @@ class LlamaCppSettings:
     n_cpu_moe: int = 0  # --n-cpu-moe: the first N layers' experts in host memory
     swa_full: bool = False  # --swa-full: full-size cache for the sliding-window layers
     repack: bool = True  # the CPU's repacked weights (llama.cpp's default; --no-repack turns it off)
+    tensor_split: tuple[float, ...] = ()  # --tensor-split: the share of layers per GPU (identical GPUs;
+    #                                     empty: one GPU); llama.cpp's default is by free memory: equal
     fit_target_mib: int = 1024  # --fit-target: memory left free on each device
     allow_offload: bool = False  # `check`: a fit with layers in host memory still passes
 
@@ -390,10 +392,16 @@ class Placement:
     compute_gpu: int
     compute_host: int
     repack_host: int = 0  # CPU-resident weights repacked into a CPU_REPACK buffer: a second, allocated copy
+    device_bytes: tuple[int, ...] = ()  # with --tensor-split: each GPU's model + KV + compute
 
     @property
     def gpu_bytes(self) -> int:
         return self.model_gpu + self.kv_gpu + self.compute_gpu
+
+    @property
+    def peak_device_bytes(self) -> int:
+        """What the fullest GPU holds: the one GPU's whole, or the largest of a split's."""
+        return max(self.device_bytes) if self.device_bytes else self.gpu_bytes
 
     @property
     def host_bytes(self) -> int:
@@ -499,7 +507,7 @@ def kv_layout(m: LlamaModel, s: LlamaCppSettings) -> KVLayout:
 
 
 def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_on_gpu: int,
-                    copies: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int]:
+                    copies: tuple[int, int, int] = (0, 0, 0), output: bool = True) -> tuple[int, int]:
     """(GPU, host) compute buffers. llama.cpp sizes them by reserving the worst-case graph: one
     ubatch of min(n_ctx, --ubatch-size) tokens, all of them outputs, at a full cache
     (src/llama-context.cpp sched_reserve / graph_reserve), and ggml-alloc frees each tensor after its
@@ -535,6 +543,8 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
     if not layers_on_gpu:
         return 0, max(attn, ffn, out)
     attn_copy, ffn_copy, out_copy = copies
+    if not output:  # a GPU of a split that holds no output layer: its layers' phases only
+        return max(attn + attn_copy, ffn + ffn_copy), host
     return max(attn + attn_copy, ffn + ffn_copy, out + out_copy), host
 
 
@@ -662,9 +672,54 @@ def estimate(m: LlamaModel, s: LlamaCppSettings, *, gpu: bool = True, layers: La
     compute_gpu, compute_host = compute_buffers(m, kv, s, layers_on_gpu=ngl, copies=(attn_copy, ffn_copy, out_copy))
     # With a GPU, the CPU's weights go to the GPU backend's host buffer type, listed before the
     # repacked one (src/llama-model.cpp make_cpu_buft_list): only a run without a GPU repacks.
+    devices: tuple[int, ...] = ()
+    if gpu and len(s.tensor_split) > 1 and ngl:
+        devices, compute_gpu = _split_devices(m, s, layers, kv, start, ngl)
     placement = Placement(ngl, model_gpu, model_host, kv_gpu, kv.bytes - kv_gpu, compute_gpu, compute_host,
-                          repack if s.repack and not gpu else 0)
+                          repack if s.repack and not gpu else 0, devices)
     return LlamaCppEstimate(m, s, kv, placement, sum(layers.host) + layers.input_bytes)
+
+
+def layer_devices(n_layer: int, split: Sequence[float], start: int, ngl: int) -> list[int]:
+    """The GPU of each layer (index n_layer: the output layer; -1: the CPU) with --split-mode layer:
+    src/llama-model.cpp load_tensors, b11312: the split's cumulative shares, and for a layer on the
+    GPUs the first whose share passes (il - i_gpu_start) / n_gpu_layers (std::upper_bound)."""
+    total = sum(split)
+    cuts, acc = [], 0.0
+    for share in split:
+        acc += share
+        cuts.append(acc / total)
+    out = []
+    for il in range(n_layer + 1):
+        if il < start:
+            out.append(-1)
+            continue
+        x = (il - start) / ngl
+        out.append(min(next((d for d, c in enumerate(cuts) if c > x), len(cuts) - 1), len(cuts) - 1))
+    return out
+
+
+def _split_devices(m: LlamaModel, s: LlamaCppSettings, layers: LayerBytes, kv: KVLayout, start: int,
+                   ngl: int) -> tuple[tuple[int, ...], int]:
+    """Each GPU's model + KV + compute bytes for a layer split, and the compute buffers' sum: a GPU
+    reserves the phases of its own layers, the one with the output layer the logits too. (With every
+    layer on the GPUs llama.cpp also pipelines: 4 copies of the inputs, a few MiB, not counted.)"""
+    where = layer_devices(m.n_layer, s.tensor_split, start, ngl)
+    n = len(s.tensor_split)
+    model, cache = [0] * n, [0] * n
+    for il, d in enumerate(where):
+        if d < 0:
+            continue
+        moved = il < s.n_cpu_moe and il < m.n_layer
+        model[d] += layers.gpu[il] - (layers.experts_gpu[il] if moved else 0)
+        if il < m.n_layer:
+            cache[d] += kv.layer_bytes(il)
+    out_dev = where[m.n_layer]
+    compute = [0] * n
+    for d in range(n):
+        if model[d] or d == out_dev:
+            compute[d] = compute_buffers(m, kv, s, layers_on_gpu=ngl, output=d == out_dev)[0]
+    return tuple(model[d] + cache[d] + compute[d] for d in range(n)), sum(compute)
 
 
 def row_settings(s: LlamaCppSettings) -> LlamaCppSettings:
@@ -684,7 +739,8 @@ def pick_file(m: LlamaModel, s: LlamaCppSettings, files: Sequence[GGUFFile], bud
         return None
     rs = row_settings(s)
     full = estimate(m, rs)
-    fitting = [f for f in sized if f.bytes and file_gpu_bytes(m, rs, f.bytes, full=full) <= budget]
+    total = budget * max(1, len(s.tensor_split))  # (a split's GPUs together)
+    fitting = [f for f in sized if f.bytes and file_gpu_bytes(m, rs, f.bytes, full=full) <= total]
     return max(fitting, key=lambda f: f.bytes or 0) if fitting else min(sized, key=lambda f: f.bytes or 0)
 
 
@@ -732,7 +788,9 @@ class DeviceFit:
 
     def to_dict(self) -> dict[str, Any]:
         p = self.estimate.placement
-        return {"gpu": self.device, "budget_bytes": self.budget_bytes, "all_layers_on_gpu": self.all_layers,
+        return {"gpu": self.device, "devices": max(1, len(self.estimate.settings.tensor_split)),
+                "per_device_bytes": list(p.device_bytes) or [p.gpu_bytes],
+                "budget_bytes": self.budget_bytes, "all_layers_on_gpu": self.all_layers,
                 "ctx_size": self.estimate.kv.n_ctx, "n_gpu_layers": p.n_gpu_layers,
                 "layers": self.estimate.model.n_layer + 1, "n_cpu_moe": self.estimate.settings.n_cpu_moe,
                 "gpu_bytes": p.gpu_bytes, "host_bytes": p.host_bytes, "longest_ctx_size": self.longest_ctx}
@@ -758,7 +816,7 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
 
     def result(e: LlamaCppEstimate) -> DeviceFit:
         whole = (e.placement.n_gpu_layers == m.n_layer + 1 and not e.settings.n_cpu_moe
-                 and e.placement.gpu_bytes <= budget)
+                 and e.placement.peak_device_bytes <= budget)
         return DeviceFit(device, budget, e, whole, longest)
 
     if s.n_cpu_moe and not m.is_moe:
@@ -766,29 +824,30 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
     user_placed = s.n_gpu_layers is not None or s.n_cpu_moe > 0
     ctx = s.ctx_size
     full = at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
-    if full.placement.gpu_bytes <= budget:
+    if full.placement.peak_device_bytes <= budget:
         return result(full)
     streams = 1 if s.kv_unified else max(1, s.parallel)
     top, floor, step = train * streams, FIT_CTX * streams, N_CTX_PAD * streams  # common/fit.cpp: per stream
     if s.ctx_size is None and top > floor:
         low = at(floor, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe)
-        lo, hi = low.placement.gpu_bytes, full.placement.gpu_bytes
+        lo, hi = low.placement.peak_device_bytes, full.placement.peak_device_bytes
         if budget > lo:
             n = floor + (top - floor) * (budget - lo) // max(1, hi - lo)
             n = max(n - n % step, floor)
             # Memory is linear in -c but for sliding-window caches, which stop growing: where the
             # interpolation overshoots, step down (llama.cpp measures the result the same way).
-            while n > floor and at(n, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe).placement.gpu_bytes > budget:
+            placed = {"n_gpu_layers": s.n_gpu_layers, "n_cpu_moe": s.n_cpu_moe}
+            while n > floor and at(n, **placed).placement.peak_device_bytes > budget:
                 n -= step
             return result(at(n, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
         ctx = floor
     if user_placed:
         return result(at(ctx, n_gpu_layers=s.n_gpu_layers, n_cpu_moe=s.n_cpu_moe))
-    if m.is_moe and at(ctx, n_cpu_moe=m.n_layer).placement.gpu_bytes <= budget:
+    if m.is_moe and at(ctx, n_cpu_moe=m.n_layer).placement.peak_device_bytes <= budget:
         lo_n, hi_n = 1, m.n_layer  # the fewest layers whose experts stay in host memory
         while lo_n < hi_n:
             mid = (lo_n + hi_n) // 2
-            if at(ctx, n_cpu_moe=mid).placement.gpu_bytes <= budget:
+            if at(ctx, n_cpu_moe=mid).placement.peak_device_bytes <= budget:
                 hi_n = mid
             else:
                 lo_n = mid + 1
@@ -799,7 +858,7 @@ def fit_device(m: LlamaModel, s: LlamaCppSettings, device: str, free_bytes: int,
     lo_l, hi_l = 0, m.n_layer
     while lo_l < hi_l:
         mid = (lo_l + hi_l + 1) // 2
-        if at(ctx, n_gpu_layers=mid, n_cpu_moe=experts).placement.gpu_bytes <= budget:
+        if at(ctx, n_gpu_layers=mid, n_cpu_moe=experts).placement.peak_device_bytes <= budget:
             lo_l = mid
         else:
             hi_l = mid - 1
@@ -814,7 +873,7 @@ def longest_ctx(m: LlamaModel, s: LlamaCppSettings, budget: int, layers: LayerBy
 
     def fits(n_ctx: int) -> bool:
         t = replace(s, ctx_size=n_ctx, n_gpu_layers=None, n_cpu_moe=0)
-        return estimate(m, t, layers=layers).placement.gpu_bytes <= budget
+        return estimate(m, t, layers=layers).placement.peak_device_bytes <= budget
 
     if not fits(N_CTX_PAD):
         return None

@@ -115,7 +115,8 @@ def _fit_columns() -> list[Column[Any]]:
                or f.estimate.settings.n_cpu_moe else "no"),
         Column("-c", "right", lambda f: f"{f.estimate.kv.n_ctx:,}"),
         Column("layers on GPU", "right", layers),
-        Column("GPU use", "right", lambda f: size(f.estimate.placement.gpu_bytes)),
+        Column("GPU use", "right", lambda f: " / ".join(size(b) for b in f.estimate.placement.device_bytes)
+               if f.estimate.placement.device_bytes else size(f.estimate.placement.gpu_bytes)),
         Column("host memory", "right", lambda f: size(f.estimate.placement.host_bytes)),
         Column("longest -c, all layers", "right", lambda f: f"{f.longest_ctx:,}" if f.longest_ctx else "-"),
     ]

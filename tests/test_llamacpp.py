@@ -492,7 +492,7 @@ def test_check_engine_key(gguf_hub, tmp_path: Path, capsys) -> None:
 def test_vllm_options_and_training_are_refused_for_gguf(gguf_files, capsys) -> None:
     path = str(gguf_files[GEMMA2][0])
     assert run([path, "-tp", "2"]) == 2
-    assert "llama.cpp's split over several GPUs is not modelled yet" in capsys.readouterr().err
+    assert "give --tensor-split 1,1" in capsys.readouterr().err
     assert run([path, "--max-num-seqs", "8"]) == 2
     assert run(["train", path]) == 6
     assert "hfmem train sizes a training step from a safetensors checkpoint" in capsys.readouterr().err
@@ -654,8 +654,8 @@ def test_llama_cpp_spellings(gguf_files, capsys) -> None:
 def test_options_of_the_other_engine_are_refused(gguf_hub, capsys) -> None:
     assert run(["fixtures/snapshots/openai-community--gpt2.json", "-ngl", "3"]) == 2
     assert "--n-gpu-layers is a llama.cpp option" in capsys.readouterr().err
-    assert run(["check", f"{REPO}:Q4_K_M", "--gpu", "rtx 4090", "--count", "2"]) == 2
-    assert "count is a vLLM setting" in capsys.readouterr().err
+    assert run(["check", f"{REPO}:Q4_K_M", "--gpu", "rtx 4090", "--precision", "fp8"]) == 2
+    assert "precision is a vLLM setting" in capsys.readouterr().err
 
 
 def test_a_local_file_lists_only_its_own_quantizations(gguf_files, tmp_path: Path, capsys) -> None:
@@ -693,3 +693,30 @@ def test_the_report_says_what_a_cpu_only_run_takes(gguf_files, capsys) -> None:
     assert (cpu["model_bytes"], cpu["repack_bytes"], cpu["kv_bytes"]) == (4_912_898_304, 3204 * MIB, 512 * MIB)
     assert run([str(gguf_files[LLAMA31][0]), "-c", "4096"]) == 0
     assert "Without a GPU (a CPU build, x86-64 with AVX2)" in capsys.readouterr().out
+
+
+def test_a_tensor_split_places_layers_as_llama_cpp(models) -> None:
+    """--split-mode layer over two cards: layers 0-16 on the first, 17-31 and the output on the
+    second (upper_bound of (il - start) / n_gpu_layers over the shares 0.5, 1.0)."""
+    assert lc.layer_devices(32, (1, 1), 0, 33) == [0] * 17 + [1] * 16
+    assert lc.layer_devices(32, (3, 1), 0, 33)[24:26] == [0, 1]
+    m = models[LLAMA31]
+    one = lc.estimate(m, lc.LlamaCppSettings(ctx_size=8192).resolved())
+    two = lc.estimate(m, lc.LlamaCppSettings(ctx_size=8192, tensor_split=(1.0, 1.0)).resolved())
+    d0, d1 = two.placement.device_bytes
+    assert d0 + d1 == two.placement.gpu_bytes and two.placement.model_gpu == one.placement.model_gpu
+    assert two.placement.kv_gpu == one.placement.kv_gpu  # each layer's KV on its own card
+    ffn = 3 * 14336 * 512 * 4 + 2 * 4096 * 512 * 4  # the first card reserves no logits
+    assert two.placement.compute_gpu == ffn + one.placement.compute_gpu
+
+
+def test_a_split_fits_what_one_card_cannot(gguf_files, capsys) -> None:
+    path = str(gguf_files[QWEN3_MOE][0])
+    assert run(["check", path, "--gpu", "rtx 3060 12gb", "-c", "16384"]) == 3
+    capsys.readouterr()
+    assert run(["check", path, "--gpu", "rtx 3060 12gb", "-c", "16384", "--count", "2"]) == 0
+    assert "on 2 x RTX 3060 12GB" in capsys.readouterr().out
+    assert run([path, "--gpu", "rtx 3060 12gb", "-c", "16384", "-ts", "1,1", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["fit"][0]
+    assert fit["devices"] == 2 and fit["all_layers_on_gpu"] and max(fit["per_device_bytes"]) <= fit["budget_bytes"]
+    assert run([path, "-ts", "1,x"]) == 2
