@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .arch import Architecture, parse_architecture
 from .checkpoint import Checkpoint, ReadResult, load_snapshot
-from .errors import ConfigError, UnsupportedFormat, UsageError
+from .errors import ConfigError, OfflineMiss, UnsupportedFormat, UsageError
 from .estimate import MemoryEstimate, Settings, estimate_memory
 from .fit import Fit, fit, tp_allowed
 from .gpus import GPU
@@ -498,9 +498,15 @@ def inspect_gguf(source: Source, read: Callable[[Source], Checkpoint], checkpoin
     if not named and budget is not None and len(files) > 1:
         best = lc.pick_file(model, settings, files, budget)
         if best is not None and best.name != chosen:
-            checkpoint = read(replace(source, filename=best.name))
-            model = lc.llama_model(checkpoint.gguf_model())
-            chosen = best.name
+            try:
+                checkpoint = read(replace(source, filename=best.name))
+            except OfflineMiss:  # the file that fits was never read: show the one that was, and say so
+                gpu = first.name if first else "the GPU"
+                said = f"offline: {best.name} fits {gpu} better but was never read; shown: {chosen}"
+                checkpoint = replace(checkpoint, warnings=(*checkpoint.warnings, said))
+            else:
+                model = lc.llama_model(checkpoint.gguf_model())
+                chosen = best.name
     estimate = lc.estimate(model, settings)
     layers = lc.layer_bytes(model)
     n = len(settings.tensor_split)

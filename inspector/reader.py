@@ -66,7 +66,7 @@ def read_hub(source: Source, *, token: str | bool | None = None, offline: bool |
     apart = source.filename if source.filename and not source.filename.endswith(".gguf") else None
     pinned, saved = answer_from_store(repo_id, revision, offline=offline, refresh=refresh,
                                       filename=apart, warnings=warnings)
-    saved = gguf_usable(saved, source)
+    saved = gguf_usable(saved, source, offline)
     if saved is not None:
         return saved
 
@@ -371,9 +371,11 @@ def assemble(read: ReadFiles, source: Source, repo_id: str, revision: str, sha: 
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def gguf_usable(saved: ReadResult | None, source: Source) -> ReadResult | None:
+def gguf_usable(saved: ReadResult | None, source: Source, offline: bool = False) -> ReadResult | None:
     """A saved snapshot as the answer to this read: a GGUF commit's when it holds the file wanted
-    (the plan made again on its file list), a safetensors commit's unless a GGUF file is wanted."""
+    (the plan made again on its file list), a safetensors commit's unless a GGUF file is wanted.
+    Offline, a GGUF commit's answers with a file it holds when none was named, and a named file it
+    lacks is an OfflineMiss that says which files it has."""
     if saved is None:
         return None
     cp = saved.checkpoint
@@ -384,9 +386,22 @@ def gguf_usable(saved: ReadResult | None, source: Source) -> ReadResult | None:
     except HfmemError:
         return None  # (said again, from the Hub's own listing)
     if not all(part in cp.gguf for part in plan.files):
-        return None
+        if not offline:
+            return None
+        held = [f for f in cp.gguf if not _later_part(f)]
+        if source.filename or source.quant:
+            raise OfflineMiss(f"offline and {source.display} was never read; read before: {', '.join(held)}")
+        plan, _ = gguf_plan(cp.files, filename=held[0], quant=None, repo=cp.name)
     return replace(saved, checkpoint=replace(cp, plan=plan, gguf={p: cp.gguf[p] for p in plan.files},
                                              name=source.display if source.filename or source.quant else cp.name))
+
+
+def _later_part(name: str) -> bool:
+    """A split set's second part or later (its first names the set)."""
+    from .gguf import SPLIT_RE
+
+    m = SPLIT_RE.match(name.rsplit("/", 1)[-1])
+    return bool(m) and int(m["no"]) > 1
 
 
 def _warned(read: ReadResult, warnings: list[str]) -> ReadResult:

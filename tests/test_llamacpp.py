@@ -720,3 +720,16 @@ def test_a_split_fits_what_one_card_cannot(gguf_files, capsys) -> None:
     fit = json.loads(capsys.readouterr().out)["fit"][0]
     assert fit["devices"] == 2 and fit["all_layers_on_gpu"] and max(fit["per_device_bytes"]) <= fit["budget_bytes"]
     assert run([path, "-ts", "1,x"]) == 2
+
+
+def test_offline_answers_with_the_files_read_before(gguf_hub, capsys) -> None:
+    assert run([f"{REPO}:Q4_K_M", "--json"]) == 0  # online: the Q4_K_M's header is read and kept
+    capsys.readouterr()
+    gguf_hub.log.clear()
+    assert run([f"{REPO}:Q4_K_M", "--json", "--offline"]) == 0
+    assert run([REPO, "--json", "--offline", "-c", "8192", "--gpu", "rtx 3060 12gb"]) == 0
+    out, err = capsys.readouterr()
+    assert "Q8_0.gguf fits RTX 3060 12GB better but was never read" in err
+    assert run([f"{REPO}:Q6_K", "--offline"]) == 8
+    assert "read before: Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf" in capsys.readouterr().err
+    assert gguf_hub.log == []
