@@ -401,7 +401,7 @@ def _later_part(name: str) -> bool:
     from .gguf import SPLIT_RE
 
     m = SPLIT_RE.match(name.rsplit("/", 1)[-1])
-    return bool(m) and int(m["no"]) > 1
+    return m is not None and int(m["no"]) > 1
 
 
 def _warned(read: ReadResult, warnings: list[str]) -> ReadResult:
