@@ -541,7 +541,10 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
     swa_mask = kv.swa_cells * kv.n_ctx_seq // kv.cells * n_ub * mask if m.n_swa else 0  # the iSWA input's own
     host = e + n_kv * n_ub * mask + swa_mask + 10 * 1024  # + tokens, positions, output ids
     if not layers_on_gpu:
-        return 0, max(attn, ffn, out)
+        # Without a GPU the inputs share the one CPU buffer: the embeddings' rows (E) stay beside the
+        # peak (b11312 CPU build on the fixtures: Llama-3.1 266.50, gemma-2 509.00, Qwen2.5 311.00,
+        # Qwen3-30B 304.75 MiB: each the peak + E exactly; bench/llamacpp_cpu.sh).
+        return 0, max(attn, ffn, out) + e
     attn_copy, ffn_copy, out_copy = copies
     if not output:  # a GPU of a split that holds no output layer: its layers' phases only
         return max(attn + attn_copy, ffn + ffn_copy), host
