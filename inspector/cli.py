@@ -1,7 +1,8 @@
 """The `hfmem` command: parse, call the library, render. Errors become exit codes in `main()` only.
 
-`hfmem MODEL` runs the default command (`inspect`); `check`, `cache` and `compare` are
-subcommands. Data goes to stdout, warnings and hints to stderr, so `hfmem MODEL --json | jq` works.
+`hfmem MODEL` runs the default command (`inspect`: vLLM for safetensors, llama.cpp for GGUF);
+`check`, `train` and `cache` are subcommands. Data goes to stdout, warnings and hints to stderr, so
+`hfmem MODEL --json | jq` works.
 """
 
 from __future__ import annotations
