@@ -89,6 +89,8 @@ def _read_gguf(source: Source, root: Path, filename: str | None, quant: str | No
     file's headers; the folder's other GGUF files listed with their sizes."""
     files, others = _scan(root)
     _refuse_needed(root, others)
+    if source.kind is SourceKind.LOCAL_DIR:
+        files.update(_gguf_in_folders(root))
     if filename is not None and filename not in files:
         raise EntryNotFound(f"{root / filename}: file not found")
     listing = files
@@ -126,6 +128,10 @@ def _read_dir(source: Source) -> Checkpoint:
     assert root is not None
     files, others = _scan(root)
     _refuse_needed(root, others)
+    if not any(n.endswith((".safetensors", ".bin", ".gguf")) for n in files) and _gguf_in_folders(root):
+        # A repo of GGUF files in folders of their own (Unsloth's Q4_K_M/...-00001-of-00003.gguf),
+        # as hf download lays it out.
+        return _read_gguf(source, root, source.filename, source.quant)
     plan = plan_weights(files)
     if (plan.format == "gguf" or source.filename and source.filename.endswith(".gguf") or source.quant
             or source.prefer_gguf):
@@ -197,3 +203,36 @@ def _stem(name: str) -> str:
         i = base.upper().rfind(label)
         base = base[:i] + base[i + len(label):] if i >= 0 else base
     return base.lower().rstrip("-_.")
+
+
+#: Our policy: the files one level down looked at for GGUF files (a repo's quantization folders).
+MAX_FOLDER_FILES = 10_000
+
+
+def _gguf_in_folders(root: Path) -> dict[str, int | None]:
+    """The .gguf files one folder down ("Q4_K_M/model-Q4_K_M-00001-of-00002.gguf"), regular files
+    only, at most MAX_FOLDER_FILES looked at; a folder that cannot be listed is passed over."""
+    found: dict[str, int | None] = {}
+    seen = 0
+    try:
+        folders = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except OSError:
+        return found
+    for folder in sorted(folders, key=lambda e: e.name):
+        try:
+            entries = list(os.scandir(folder.path))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > MAX_FOLDER_FILES:
+                return found
+            if not entry.name.endswith(".gguf"):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[f"{folder.name}/{entry.name}"] = st.st_size
+    return found

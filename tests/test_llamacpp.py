@@ -733,3 +733,16 @@ def test_offline_answers_with_the_files_read_before(gguf_hub, capsys) -> None:
     assert run([f"{REPO}:Q6_K", "--offline"]) == 8
     assert "read before: Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf" in capsys.readouterr().err
     assert gguf_hub.log == []
+
+
+def test_a_local_repo_of_quantization_folders(gguf_files, tmp_path: Path, capsys) -> None:
+    """hf download of a repo that keeps each quantization in a folder of its own."""
+    (tmp_path / "Q4_K_M").mkdir()
+    for p in gguf_files[QWEN_SPLIT]:
+        shutil.copy(p, tmp_path / "Q4_K_M" / p.name)
+    (tmp_path / "README.md").write_text("x")
+    assert run([str(tmp_path), "--json", "-c", "4096"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["file"]["parts"][0] == "Q4_K_M/qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf"
+    assert doc["parameters"]["total"] == 7_615_616_512
+    assert run([str(tmp_path), "--file", "Q4_K_M/qwen2.5-7b-instruct-q4_k_m-00002-of-00002.gguf", "--json"]) == 0
