@@ -418,13 +418,15 @@ def _evaluate_gguf(spec: CheckSpec, report: Any, target: GPU, position: int) -> 
     if given:
         raise EntryError(f"{report.checkpoint.name} is a GGUF model, checked for llama.cpp: {given} is a vLLM "
                          "setting")
-    settings = lc.LlamaCppSettings(
-        ctx_size=spec.ctx_size or (spec.max_model_len * spec.batch_size if spec.max_model_len
-                                   and spec.max_model_len > 0 else None),
-        parallel=spec.batch_size, cache_type_k=spec.cache_type_k, cache_type_v=spec.cache_type_v,
-        kv_cache_dtype=spec.kv_cache_dtype, flash_attn=spec.flash_attn or "auto",
-        # count: that many of the GPU, the layers split as llama.cpp splits them by free memory: evenly
-        tensor_split=(1.0,) * spec.count if spec.count and spec.count > 1 else ()).resolved()
+    from .api import llamacpp_settings
+
+    # (the one mapping of hfmem's names onto llama.cpp's, as `hfmem MODEL` makes it; count: that many
+    # of the GPU, the layers split as llama.cpp splits them by free memory: evenly)
+    settings = llamacpp_settings(
+        ctx_size=spec.ctx_size, max_model_len=spec.max_model_len, batch_size=spec.batch_size,
+        kv_cache_dtype=spec.kv_cache_dtype, cache_type_k=spec.cache_type_k, cache_type_v=spec.cache_type_v,
+        flash_attn=spec.flash_attn or "auto",
+        tensor_split=(1.0,) * spec.count if spec.count and spec.count > 1 else None).resolved()
     checkpoint, model = report.checkpoint, report.model
     free = lc.device_free_bytes(target.vendor, target.memory_bytes)
     budget = max(0, free - settings.fit_target_mib * lc.MIB)

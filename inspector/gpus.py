@@ -67,15 +67,21 @@ class GPU:
                 "compute_capability": self.compute_capability, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s}
 
 
-def read_toml(path: Path, what: str, bad: type[HfmemError] = ConfigError) -> dict[str, Any]:
-    """A TOML file as a dict; unreadable -> UsageError, invalid -> `bad` naming the line (tomli on 3.10)."""
+def read_toml(path: Path, what: str, bad: type[HfmemError] = ConfigError,
+              skip: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """A TOML file as a dict; unreadable -> UsageError, invalid -> `bad` naming the line (tomli on 3.10).
+    `skip`: lines left unparsed (each a whole key = value or comment: the line numbers stay)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     try:
         with path.open("rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
+            if skip is None:
+                data: dict[str, Any] = tomllib.load(f)
+                return data
+            text = f.read().decode("utf-8")
+            data = tomllib.loads("\n".join("" if skip.match(line) else line for line in text.split("\n")))
             return data
     except OSError as e:
         raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
@@ -124,13 +130,7 @@ _UNREAD = re.compile(r"^\s*(?:#|[a-z_]*source\s*=\s*\"[^\n]*\"\s*$)")
 
 @lru_cache(maxsize=1)
 def builtin_gpus() -> tuple[GPU, ...]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    text = CATALOG.read_text(encoding="utf-8")
-    kept = "\n".join(line for line in text.splitlines() if not _UNREAD.match(line))
-    return tuple(_rows(tomllib.loads(kept), CATALOG))
+    return tuple(_rows(read_toml(CATALOG, "the GPU catalog", skip=_UNREAD), CATALOG))
 
 
 def load_gpus(extra: str | os.PathLike[str] | None = None) -> tuple[GPU, ...]:

@@ -539,7 +539,9 @@ def compute_buffers(m: LlamaModel, kv: KVLayout, s: LlamaCppSettings, *, layers_
         ffn = 3 * max(m.n_ff) * n_ub * f32 + 2 * e
     out = m.n_vocab * n_ub * f32 + e
     swa_mask = kv.swa_cells * kv.n_ctx_seq // kv.cells * n_ub * mask if m.n_swa else 0  # the iSWA input's own
-    host = e + n_kv * n_ub * mask + swa_mask + 10 * 1024  # + tokens, positions, output ids
+    # + the token ids, positions and output ids (~0.01 MiB: the logs' host buffers end in .01, e.g.
+    # "CUDA_Host compute buffer size = 24.01 MiB" for E 8 + mask 16 MiB, tests/data/llamacpp_ledger.json)
+    host = e + n_kv * n_ub * mask + swa_mask + 10 * 1024
     if not layers_on_gpu:
         # Without a GPU the inputs share the one CPU buffer: the embeddings' rows (E) stay beside the
         # peak (b11312 CPU build on the fixtures: Llama-3.1 266.50, gemma-2 509.00, Qwen2.5 311.00,

@@ -169,8 +169,8 @@ def plan_read(repo_id: str, revision: str, files: Mapping[str, int | None],
               filename: str | None, quant: str | None = None, prefer_gguf: bool = False,
               ) -> tuple[dict[str, int | None], WeightPlan, list[str]]:
     """(the files the Checkpoint lists, the weight plan, the JSON files to read)."""
-    if quant or prefer_gguf or filename and filename.endswith(".gguf") or not filename and plan_weights(
-            files).format == "gguf":
+    whole = None if filename or quant or prefer_gguf else plan_weights(files)
+    if quant or prefer_gguf or filename and filename.endswith(".gguf") or whole and whole.format == "gguf":
         plan, _ = gguf_plan(files, filename=filename, quant=quant, repo=repo_id)
         return dict(files), plan, []
     if filename:
@@ -178,9 +178,8 @@ def plan_read(repo_id: str, revision: str, files: Mapping[str, int | None],
             raise EntryNotFound(f"{repo_id} has no file {filename!r} at {revision}")
         listing = {filename: files[filename]}
         return listing, plan_weights(listing), [n for n in METADATA_FILES if n in files]
-    listing = dict(files)
-    plan = plan_weights(listing)
-    return listing, plan, [n for n in (*METADATA_FILES, plan.index_file) if n and n in files]
+    assert whole is not None
+    return dict(files), whole, [n for n in (*METADATA_FILES, whole.index_file) if n and n in files]
 
 
 # --- 3. read ----------------------------------------------------------------------------------------
